@@ -1,0 +1,129 @@
+"""Shared fixtures: real clips made with FFmpeg, the shared eval recordings, a real Huey consumer."""
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+from django.conf import settings
+
+REPO = Path(__file__).resolve().parent.parent
+EVAL_DIR = Path(os.getenv("SHARED_DIR", REPO.parent / "shared")) / "eval"
+
+
+def ffmpeg(*args: str) -> None:
+    from transcription.audio import ffmpeg_binary
+
+    subprocess.run([ffmpeg_binary(), "-hide_banner", "-nostdin", "-v", "error", "-y", *args],
+                   check=True)
+
+
+def normalise_words(text: str) -> str:
+    return " ".join(re.sub(r"[^\w\s']", " ", text.lower()).split())
+
+
+def wer(reference: str, hypothesis: str) -> float:
+    import jiwer
+
+    return jiwer.wer(normalise_words(reference), normalise_words(hypothesis))
+
+
+def manifest() -> dict[str, dict]:
+    lines = (EVAL_DIR / "MANIFEST.tsv").read_text(encoding="utf-8").splitlines()
+    header = lines[0].split("\t")
+    return {row.split("\t")[0]: dict(zip(header, row.split("\t"))) for row in lines[1:] if row}
+
+
+JFK_REFERENCE = ("And so, my fellow Americans, ask not what your country can do for you, "
+                 "ask what you can do for your country.")
+
+
+@pytest.fixture(scope="session")
+def eval_dir() -> Path:
+    if not (EVAL_DIR / "jfk.flac").is_file():
+        pytest.fail(f"shared eval clips not found in {EVAL_DIR} (set SHARED_DIR)")
+    return EVAL_DIR
+
+
+@pytest.fixture(scope="session")
+def clips(tmp_path_factory, eval_dir) -> dict[str, Path]:
+    """The JFK clip in every container the service promises, plus broken and silent files."""
+    d = tmp_path_factory.mktemp("clips")
+    jfk = eval_dir / "jfk.flac"
+    out = {"flac": jfk}
+    ffmpeg("-i", str(jfk), "-ar", "16000", "-ac", "1", str(d / "jfk.wav")); out["wav"] = d / "jfk.wav"
+    ffmpeg("-i", str(jfk), "-c:a", "libmp3lame", "-b:a", "64k", str(d / "jfk.mp3")); out["mp3"] = d / "jfk.mp3"
+    ffmpeg("-i", str(jfk), "-c:a", "libopus", "-b:a", "32k", str(d / "jfk.ogg")); out["ogg"] = d / "jfk.ogg"
+    ffmpeg("-i", str(jfk), "-c:a", "aac", "-b:a", "64k", str(d / "jfk.m4a")); out["m4a"] = d / "jfk.m4a"
+    ffmpeg("-f", "lavfi", "-i", "testsrc=size=160x120:rate=10", "-i", str(jfk), "-shortest",
+           "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "aac", str(d / "jfk.mp4"))
+    out["mp4"] = d / "jfk.mp4"
+    # 3 s of digital silence before the speech and 2 s after.
+    ffmpeg("-f", "lavfi", "-i", "anullsrc=r=16000:cl=mono", "-i", str(out["wav"]),
+           "-filter_complex", "[0]atrim=0:3[a];[0]atrim=0:2[b];[a][1][b]concat=n=3:v=0:a=1",
+           str(d / "jfk_padded.wav"))
+    out["padded"] = d / "jfk_padded.wav"
+    ffmpeg("-f", "lavfi", "-i", "sine=frequency=440:sample_rate=16000:duration=2", str(d / "tone.wav"))
+    out["tone"] = d / "tone.wav"
+    (d / "empty.wav").write_bytes(b"")
+    out["empty"] = d / "empty.wav"
+    (d / "notes.mp3").write_text("this is a text file, not audio\n" * 50)
+    out["text_as_mp3"] = d / "notes.mp3"
+    corrupt = bytearray(out["mp3"].read_bytes()[:64]) + os.urandom(20_000)
+    (d / "corrupt.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk" + bytes(corrupt))
+    out["corrupt"] = d / "corrupt.wav"
+    (d / "speech.txt").write_text("hello")
+    out["txt"] = d / "speech.txt"
+    return out
+
+
+@pytest.fixture(scope="session")
+def worker(django_db_setup, django_db_blocker):
+    """A real `manage.py run_huey` process sharing the test database and queue files."""
+    db_name = settings.DATABASES["default"]["NAME"]
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "project.settings",
+        "DATABASE_URL": f"sqlite:///{db_name}",
+        "HUEY_SQLITE_PATH": settings.HUEY["filename"],
+        "DATA_DIR": str(settings.DATA_DIR),
+        "MEDIA_ROOT": str(settings.MEDIA_ROOT),
+        "MODELS_DIR": str(settings.MODELS_DIR),
+        "HUEY_MAX_DELAY": "0.3",
+    }
+    log_path = Path(settings.DATA_DIR) / "worker.log"
+    log = open(log_path, "ab")
+    proc = subprocess.Popen(
+        [sys.executable, str(REPO / "manage.py"), "run_huey", "--workers", "1"],
+        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    time.sleep(1.0)
+    if proc.poll() is not None:
+        pytest.fail(f"huey consumer exited at start: {log_path.read_text()[-2000:]}")
+    yield proc
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    log.close()
+
+
+@pytest.fixture
+def service(live_server, worker):
+    """Base URL of a live HTTP server whose jobs a real consumer runs."""
+    return live_server.url
+
+
+def post_file(base_url: str, path: Path, timeout: float = 600, name: str | None = None,
+              **fields) -> requests.Response:
+    data = {k: ("true" if v is True else "false" if v is False else str(v)) for k, v in fields.items()}
+    with open(path, "rb") as fh:
+        return requests.post(f"{base_url}/transcribe", files={"file": (name or path.name, fh)},
+                             data=data, timeout=timeout)

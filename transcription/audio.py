@@ -1,0 +1,159 @@
+"""FFmpeg: find it, probe a file, decode it to 16 kHz mono float32, trim leading/trailing silence."""
+from __future__ import annotations
+
+import functools
+import os
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from django.conf import settings
+
+SAMPLE_RATE = 16_000
+
+
+class AudioError(Exception):
+    """The file cannot be used as audio; the message says why, in words a client can act on."""
+
+
+class FFmpegMissing(RuntimeError):
+    """No FFmpeg binary could be found."""
+
+
+@functools.cache
+def ffmpeg_binary() -> str:
+    """FFMPEG_BINARY, else `ffmpeg` on PATH, else the binary shipped by imageio-ffmpeg."""
+    configured = settings.FFMPEG_BINARY or os.getenv("FFMPEG_BINARY", "")
+    if configured:
+        if not (shutil.which(configured) or Path(configured).is_file()):
+            raise FFmpegMissing(f"FFMPEG_BINARY={configured!r} does not exist")
+        return shutil.which(configured) or configured
+    on_path = shutil.which("ffmpeg")
+    if on_path:
+        return on_path
+    try:
+        import imageio_ffmpeg
+
+        return imageio_ffmpeg.get_ffmpeg_exe()
+    except Exception as exc:  # imageio-ffmpeg raises RuntimeError when its binary is absent
+        raise FFmpegMissing(f"no ffmpeg found (FFMPEG_BINARY, PATH, imageio-ffmpeg): {exc}") from exc
+
+
+def ffmpeg_version() -> str:
+    out = subprocess.run(
+        [ffmpeg_binary(), "-hide_banner", "-version"], capture_output=True, text=True, timeout=20
+    )
+    return out.stdout.splitlines()[0] if out.returncode == 0 and out.stdout else ""
+
+
+@dataclass(frozen=True)
+class Probe:
+    duration: float | None
+    audio_codec: str
+    has_video: bool
+
+
+_DURATION = re.compile(r"Duration:\s*(\d+):(\d+):(\d+(?:\.\d+)?)")
+_AUDIO = re.compile(r"Stream #\S+.*?: Audio: ([^,\s]+)")
+
+
+def _last_error_line(stderr: str) -> str:
+    lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
+    return lines[-1][:300] if lines else "unknown error"
+
+
+def probe(path: Path) -> Probe:
+    """Check that FFmpeg sees an audio stream in the file; raise AudioError naming the problem."""
+    proc = subprocess.run(
+        [ffmpeg_binary(), "-hide_banner", "-nostdin", "-i", str(path)],
+        capture_output=True,
+        text=True,
+        errors="replace",
+        timeout=120,
+    )
+    info = proc.stderr
+    audio = _AUDIO.search(info)
+    if not audio:
+        if "Invalid data found" in info or "could not find codec" in info.lower():
+            raise AudioError("the file is not a recognised audio or video format")
+        if "Stream #" in info:
+            raise AudioError("the file has no audio stream")
+        raise AudioError(f"the file could not be read as audio ({_last_error_line(info)})")
+    match = _DURATION.search(info)
+    duration = None
+    if match:
+        h, m, s = match.groups()
+        duration = int(h) * 3600 + int(m) * 60 + float(s)
+    return Probe(duration=duration, audio_codec=audio.group(1), has_video=" Video: " in info)
+
+
+def convert(path: Path, out_path: Path) -> np.ndarray:
+    """Decode the first audio stream to 16 kHz mono float32 in `out_path` and map it."""
+    proc = subprocess.run(
+        [
+            ffmpeg_binary(), "-hide_banner", "-nostdin", "-v", "error", "-y",
+            "-i", str(path), "-map", "0:a:0", "-vn", "-sn", "-dn",
+            "-ac", "1", "-ar", str(SAMPLE_RATE), "-f", "f32le", "-acodec", "pcm_f32le",
+            str(out_path),
+        ],
+        capture_output=True,
+        text=True,
+        errors="replace",
+    )
+    if proc.returncode != 0:
+        raise AudioError(f"FFmpeg could not decode the audio: {_last_error_line(proc.stderr)}")
+    size = out_path.stat().st_size
+    if size < 4:
+        raise AudioError("the file contains no audio samples")
+    # A memory map keeps hours of audio out of RAM until the engine reads it.
+    return np.memmap(out_path, dtype="<f4", mode="r", shape=(size // 4,))
+
+
+@dataclass(frozen=True)
+class Trim:
+    """Which samples to keep: audio[start:end]; `offset` seconds to add back to timestamps."""
+
+    start: int
+    end: int
+
+    @property
+    def offset(self) -> float:
+        return self.start / SAMPLE_RATE
+
+
+def find_speech_bounds(
+    audio: np.ndarray,
+    threshold_db: float,
+    min_silence: float,
+    window: float = 0.02,
+    margin: float = 0.2,
+) -> Trim:
+    """Find leading/trailing runs quieter than `threshold_db` (dBFS RMS) lasting >= `min_silence` s.
+
+    A run shorter than `min_silence` is kept, and `margin` seconds of each trimmed run are kept so
+    a soft word onset is not clipped. An all-silent file is kept whole: the engine, not the
+    trimmer, decides there is nothing to say.
+    """
+    n = len(audio)
+    hop = max(1, int(window * SAMPLE_RATE))
+    frames = n // hop
+    if frames == 0:
+        return Trim(0, n)
+    blocks = np.asarray(audio[: frames * hop], dtype=np.float32).reshape(frames, hop)
+    rms = np.sqrt(np.mean(np.square(blocks, dtype=np.float64), axis=1))
+    level = 20.0 * np.log10(np.maximum(rms, 1e-10))
+    loud = np.flatnonzero(level > threshold_db)
+    if loud.size == 0:
+        return Trim(0, n)
+    pad = int(margin * SAMPLE_RATE)
+    start = max(0, int(loud[0]) * hop - pad)
+    end = min(n, (int(loud[-1]) + 1) * hop + pad)
+    min_samples = int(round(min_silence * SAMPLE_RATE))
+    if start < min_samples:
+        start = 0
+    if n - end < min_samples:
+        end = n
+    return Trim(start, end)

@@ -1,0 +1,108 @@
+"""CTranslate2 engine: faster-whisper, int8 on CPU (float16 on CUDA)."""
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+from django.conf import settings
+
+from .base import DecodeOptions, EngineUnavailable, ProgressCallback, Segment, Transcript, Word
+
+_models: dict[tuple[str, str, str], object] = {}
+_lock = threading.Lock()
+
+
+def available() -> bool:
+    try:
+        import ctranslate2  # noqa: F401
+        import faster_whisper  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _device() -> tuple[str, str]:
+    import ctranslate2
+
+    if ctranslate2.get_cuda_device_count() > 0:
+        return "cuda", "float16"
+    return "cpu", "int8"
+
+
+class CTranslate2Engine:
+    name = "ctranslate2"
+
+    def unsupported(self, options: DecodeOptions) -> list[str]:
+        return []  # faster-whisper takes every option the service exposes
+
+    def _key(self, model_dir: Path) -> tuple[str, str, str]:
+        device, compute_type = _device()
+        return (str(model_dir), device, compute_type)
+
+    def is_loaded(self, model_dir: Path) -> bool:
+        return self._key(model_dir) in _models
+
+    def _model(self, model_dir: Path):
+        from faster_whisper import WhisperModel
+
+        key = self._key(model_dir)
+        with _lock:
+            if key not in _models:
+                if not (model_dir / "model.bin").is_file():
+                    raise EngineUnavailable(f"no CTranslate2 weights in {model_dir}")
+                _models[key] = WhisperModel(
+                    str(model_dir),
+                    device=key[1],
+                    compute_type=key[2],
+                    cpu_threads=settings.WHISPER_CPU_THREADS,
+                )
+            return _models[key]
+
+    def transcribe(
+        self, model_dir: Path, audio: np.ndarray, options: DecodeOptions, progress: ProgressCallback
+    ) -> Transcript:
+        model = self._model(model_dir)
+        duration = len(audio) / 16_000
+        kwargs = dict(
+            language=options.language,
+            task=options.task,
+            temperature=list(options.temperature),
+            compression_ratio_threshold=options.compression_ratio_threshold,
+            log_prob_threshold=options.logprob_threshold,
+            no_speech_threshold=options.no_speech_threshold,
+            condition_on_previous_text=options.condition_on_previous_text,
+            initial_prompt=options.initial_prompt,
+            suppress_tokens=list(options.suppress_tokens),
+            without_timestamps=options.without_timestamps,
+            word_timestamps=options.word_timestamps,
+            hallucination_silence_threshold=options.hallucination_silence_threshold,
+            vad_filter=False,
+        )
+        for name in ("beam_size", "best_of", "patience", "length_penalty"):
+            if getattr(options, name) is not None:
+                kwargs[name] = getattr(options, name)
+        # faster-whisper decodes lazily: each segment pulled from the generator is real progress.
+        pieces, info = model.transcribe(np.ascontiguousarray(audio, dtype=np.float32), **kwargs)
+        progress(0.0)
+        segments = []
+        for piece in pieces:
+            words = None
+            if piece.words is not None:
+                words = [Word(w.start, w.end, w.word, w.probability) for w in piece.words]
+            segments.append(
+                Segment(
+                    id=len(segments), start=piece.start, end=piece.end, text=piece.text,
+                    words=words, seek=piece.seek, tokens=list(piece.tokens),
+                    temperature=piece.temperature or 0.0, avg_logprob=piece.avg_logprob,
+                    compression_ratio=piece.compression_ratio, no_speech_prob=piece.no_speech_prob,
+                )
+            )
+            if duration > 0:
+                progress(min(1.0, piece.end / duration))
+        progress(1.0)
+        return Transcript(
+            language=info.language,
+            language_probability=info.language_probability,
+            segments=segments,
+        )

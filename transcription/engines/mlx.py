@@ -1,0 +1,153 @@
+"""MLX engine: mlx-whisper on Apple Silicon (Metal), or MLX's CPU backend elsewhere (slow)."""
+from __future__ import annotations
+
+import importlib
+import platform
+import threading
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+
+from .base import DecodeOptions, EngineUnavailable, ProgressCallback, Segment, Transcript, Word
+
+_models: dict[tuple[str, str], object] = {}
+# mlx-whisper keeps its model in a class attribute and reports progress through a module-level
+# tqdm, so one transcription at a time per process: the lock makes that explicit.
+_lock = threading.RLock()
+_progress: dict[str, object] = {}
+
+
+def available() -> bool:
+    try:
+        import mlx.core  # noqa: F401
+        import mlx_whisper  # noqa: F401
+    except (ImportError, OSError):
+        return False
+    return True
+
+
+def on_metal() -> bool:
+    """Apple Silicon with Metal: float16 there; float32 on the CPU backend, where it is faster."""
+    if platform.system() != "Darwin" or platform.machine() != "arm64":
+        return False
+    import mlx.core as mx
+
+    return mx.metal.is_available()
+
+
+class _ProgressBar:
+    """Stands in for tqdm inside mlx_whisper.transcribe and forwards frames decoded."""
+
+    def __init__(self, total: int = 0, **_ignored) -> None:
+        self.total = max(1, int(total or 1))
+        self.done = 0
+
+    def __enter__(self) -> "_ProgressBar":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+    def update(self, n: int = 1) -> None:
+        self.done += n
+        callback = _progress.get("callback")
+        if callback is not None:
+            callback(min(1.0, self.done / self.total))
+
+
+class MLXEngine:
+    name = "mlx"
+
+    def unsupported(self, options: DecodeOptions) -> list[str]:
+        problems = []
+        if options.beam_size is not None and options.beam_size > 1:
+            problems.append(
+                "beam_size > 1 is not supported by the mlx engine (mlx-whisper has no beam search);"
+                " leave it unset or use engine=ctranslate2"
+            )
+        if options.patience is not None:
+            problems.append("patience needs beam search, which the mlx engine does not have")
+        return problems
+
+    def _dtype_name(self) -> str:
+        return "float16" if on_metal() else "float32"
+
+    def is_loaded(self, model_dir: Path) -> bool:
+        return (str(model_dir), self._dtype_name()) in _models
+
+    def _model(self, model_dir: Path):
+        import mlx.core as mx
+        from mlx_whisper.load_models import load_model
+
+        key = (str(model_dir), self._dtype_name())
+        if key not in _models:
+            if not (model_dir / "config.json").is_file() or not any(
+                (model_dir / f).is_file() for f in ("weights.safetensors", "weights.npz")
+            ):
+                raise EngineUnavailable(f"no MLX weights in {model_dir}")
+            _models[key] = load_model(str(model_dir), dtype=getattr(mx, key[1]))
+        return _models[key]
+
+    def transcribe(
+        self, model_dir: Path, audio: np.ndarray, options: DecodeOptions, progress: ProgressCallback
+    ) -> Transcript:
+        module = importlib.import_module("mlx_whisper.transcribe")
+        with _lock:
+            model = self._model(model_dir)
+            # Hand our cached model to mlx-whisper's holder so it never reloads from disk.
+            module.ModelHolder.model = model
+            module.ModelHolder.model_path = str(model_dir)
+            module.tqdm = SimpleNamespace(tqdm=_ProgressBar)
+            _progress["callback"] = progress
+            try:
+                progress(0.0)
+                decode = {}
+                if options.beam_size is not None:
+                    decode["beam_size"] = None if options.beam_size <= 1 else options.beam_size
+                if options.best_of is not None:
+                    decode["best_of"] = options.best_of
+                if options.length_penalty is not None:
+                    decode["length_penalty"] = options.length_penalty
+                result = module.transcribe(
+                    np.ascontiguousarray(audio, dtype=np.float32),
+                    path_or_hf_repo=str(model_dir),
+                    verbose=None,
+                    temperature=tuple(options.temperature),
+                    compression_ratio_threshold=options.compression_ratio_threshold,
+                    logprob_threshold=options.logprob_threshold,
+                    no_speech_threshold=options.no_speech_threshold,
+                    condition_on_previous_text=options.condition_on_previous_text,
+                    initial_prompt=options.initial_prompt,
+                    word_timestamps=options.word_timestamps,
+                    hallucination_silence_threshold=options.hallucination_silence_threshold,
+                    language=options.language,
+                    task=options.task,
+                    suppress_tokens=",".join(str(t) for t in options.suppress_tokens),
+                    without_timestamps=options.without_timestamps,
+                    fp16=self._dtype_name() == "float16",
+                    **decode,
+                )
+            finally:
+                _progress.pop("callback", None)
+        progress(1.0)
+        segments = []
+        for raw in result.get("segments", []):
+            words = None
+            if options.word_timestamps:
+                words = [
+                    Word(float(w["start"]), float(w["end"]), w["word"], float(w["probability"]))
+                    for w in raw.get("words", [])
+                ]
+            segments.append(
+                Segment(
+                    id=len(segments), start=float(raw["start"]), end=float(raw["end"]),
+                    text=raw["text"], words=words, seek=int(raw.get("seek", 0)),
+                    tokens=[int(t) for t in raw.get("tokens", [])],
+                    temperature=float(raw.get("temperature", 0.0)),
+                    avg_logprob=float(raw.get("avg_logprob", 0.0)),
+                    compression_ratio=float(raw.get("compression_ratio", 0.0)),
+                    no_speech_prob=float(raw.get("no_speech_prob", 0.0)),
+                )
+            )
+        return Transcript(language=result.get("language") or "", language_probability=None, segments=segments)

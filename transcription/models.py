@@ -1,0 +1,150 @@
+"""Upload and Job: what was sent, what was asked, and the job's state machine."""
+from __future__ import annotations
+
+import uuid
+
+from django.db import models, transaction
+from django.utils import timezone
+
+
+class Upload(models.Model):
+    """One file as received: its original name, where it is stored, and what it is."""
+
+    original_name = models.CharField(max_length=255)
+    stored_path = models.CharField(max_length=500, help_text="Relative to MEDIA_ROOT.")
+    size = models.BigIntegerField()
+    content_type = models.CharField(max_length=100, blank=True)
+    sha256 = models.CharField(max_length=64, db_index=True)
+    duration = models.FloatField(null=True, blank=True, help_text="Seconds, from FFmpeg's probe.")
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return self.original_name
+
+
+class JobStatus(models.TextChoices):
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class TransitionError(Exception):
+    """A state change the job's current status does not allow."""
+
+
+class Job(models.Model):
+    """One transcription of one upload with one set of options, and everything it produced."""
+
+    Status = JobStatus
+    FINAL = (JobStatus.DONE, JobStatus.FAILED, JobStatus.CANCELLED)
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    upload = models.ForeignKey(Upload, on_delete=models.CASCADE, related_name="jobs")
+    options = models.JSONField(default=dict, help_text="Every request option, validated.")
+    requested_model = models.CharField(max_length=40, blank=True)
+    requested_engine = models.CharField(max_length=20, blank=True)
+
+    status = models.CharField(
+        max_length=10, choices=JobStatus.choices, default=JobStatus.QUEUED, db_index=True
+    )
+    progress = models.FloatField(default=0.0, help_text="0-100, fraction of audio decoded.")
+    engine = models.CharField(max_length=20, blank=True, help_text="Engine that ran.")
+    model = models.CharField(max_length=40, blank=True, help_text="Model that ran.")
+    language = models.CharField(max_length=16, blank=True)
+    language_probability = models.FloatField(null=True, blank=True)
+
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    conversion_seconds = models.FloatField(null=True, blank=True)
+    inference_seconds = models.FloatField(null=True, blank=True)
+    audio_duration = models.FloatField(null=True, blank=True)
+    silence_offset = models.FloatField(null=True, blank=True)
+
+    result = models.JSONField(null=True, blank=True)
+    result_json_path = models.CharField(max_length=500, blank=True)
+    result_text_path = models.CharField(max_length=500, blank=True)
+    error = models.TextField(blank=True)
+    error_code = models.CharField(
+        max_length=20, blank=True, help_text="bad_audio (the input's fault) or engine_error."
+    )
+    attempts = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.id} ({self.status})"
+
+    @property
+    def is_final(self) -> bool:
+        return self.status in self.FINAL
+
+    # State changes: each is one conditional UPDATE, so two processes can never both win.
+    def _move(self, allowed: tuple[str, ...], **fields) -> None:
+        updated = Job.objects.filter(pk=self.pk, status__in=allowed).update(**fields)
+        if not updated:
+            self.refresh_from_db(fields=["status"])
+            raise TransitionError(f"job {self.pk} is {self.status}, cannot become {fields['status']}")
+        for name, value in fields.items():
+            setattr(self, name, value)
+
+    def start(self, engine: str, model: str) -> None:
+        self._move(
+            (JobStatus.QUEUED,),
+            status=JobStatus.RUNNING,
+            started_at=timezone.now(),
+            engine=engine,
+            model=model,
+            progress=0.0,
+            attempts=self.attempts + 1,
+        )
+
+    def finish(self, result: dict, json_path: str, text_path: str, **timings) -> None:
+        with transaction.atomic():
+            self._move(
+                (JobStatus.RUNNING,),
+                status=JobStatus.DONE,
+                finished_at=timezone.now(),
+                progress=100.0,
+                result=result,
+                result_json_path=json_path,
+                result_text_path=text_path,
+                **timings,
+            )
+
+    def fail(self, reason: str, code: str = "engine_error") -> None:
+        self._move(
+            (JobStatus.QUEUED, JobStatus.RUNNING),
+            status=JobStatus.FAILED,
+            finished_at=timezone.now(),
+            error=reason[:5000],
+            error_code=code,
+        )
+
+    def cancel(self) -> None:
+        self._move(
+            (JobStatus.QUEUED, JobStatus.RUNNING),
+            status=JobStatus.CANCELLED,
+            finished_at=timezone.now(),
+        )
+
+    def set_progress(self, percent: float) -> None:
+        """Record decoding progress; a no-op once the job has left 'running' (e.g. cancelled)."""
+        percent = max(0.0, min(100.0, float(percent)))
+        Job.objects.filter(pk=self.pk, status=JobStatus.RUNNING).update(progress=percent)
+        self.progress = percent
+
+    def record(self, **fields) -> None:
+        """Store measurements (durations, language) without touching the status."""
+        Job.objects.filter(pk=self.pk).update(**fields)
+        for name, value in fields.items():
+            setattr(self, name, value)
+
+    def cancel_requested(self) -> bool:
+        return Job.objects.filter(pk=self.pk, status=JobStatus.CANCELLED).exists()

@@ -1,0 +1,196 @@
+"""django-ninja schemas: the request options of POST /transcribe and the response shapes."""
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+from uuid import UUID
+
+from ninja import Schema
+from pydantic import Field, field_validator, model_validator
+
+from .languages import normalise_language
+
+DEFAULT_TEMPERATURE = "0.0,0.2,0.4,0.6,0.8,1.0"
+
+
+def _finite(default: Any, **limits: Any) -> Any:
+    return Field(default, allow_inf_nan=False, **limits)
+
+
+class TranscribeOptions(Schema):
+    """Every option of POST /transcribe, with the specification's defaults."""
+
+    language: str = Field("ru", description="ISO-639-1 code or English name; 'auto' detects it.")
+    task: Literal["transcribe", "translate"] = "transcribe"
+    model: str | None = Field(
+        None, description="Model name (see GET /models). Default: WHISPER_DEFAULT_MODEL, else"
+        " 'large' when installed, else the largest installed model.",
+    )
+    engine: Literal["auto", "mlx", "ctranslate2"] | None = Field(
+        None, description="Inference engine; default WHISPER_ENGINE (auto: mlx on Apple Silicon)."
+    )
+    word_timestamps: bool = True
+    condition_on_previous_text: bool = True
+    no_speech_threshold: float = _finite(0.4, ge=0.0, le=1.0)
+    hallucination_silence_threshold: float | None = _finite(
+        0.8, ge=0.0, le=60.0, description="Seconds; needs word_timestamps. 0 turns it off."
+    )
+    remove_silence: bool = True
+    silence_threshold: float = _finite(-60.0, ge=-120.0, le=0.0, description="dBFS.")
+    silence_duration: float = _finite(0.5, ge=0.0, le=3600.0, description="Seconds.")
+    beam_size: int | None = Field(None, ge=1, le=16, description="Default: 5 on ctranslate2, greedy on mlx.")
+    best_of: int | None = Field(None, ge=1, le=16)
+    patience: float | None = _finite(None, gt=0.0, le=10.0)
+    length_penalty: float | None = _finite(None, ge=0.0, le=10.0)
+    temperature: str = Field(
+        DEFAULT_TEMPERATURE,
+        description="One temperature or a comma-separated fallback list, each 0.0-1.0.",
+        max_length=200,
+    )
+    initial_prompt: str | None = Field(None, max_length=2000)
+    suppress_tokens: str = Field("-1", max_length=10000, description="Comma-separated token ids; -1: Whisper's set.")
+    no_timestamps: bool = Field(False, description="Decode without timestamp tokens.")
+    compression_ratio_threshold: float | None = _finite(2.4, gt=0.0, le=100.0)
+    logprob_threshold: float | None = _finite(-1.0, ge=-100.0, le=0.0)
+    wait: bool = Field(True, description="Answer with the result (true) or 202 with the job's URL (false).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _blank_is_default(cls, data: Any) -> Any:
+        # HTML forms send "" for an untouched optional field: treat it as absent.
+        if isinstance(data, dict):
+            return {k: v for k, v in data.items() if not (isinstance(v, str) and v.strip() == "")}
+        return data
+
+    @field_validator("language")
+    @classmethod
+    def _language(cls, value: str) -> str:
+        return normalise_language(value)
+
+    @field_validator("model")
+    @classmethod
+    def _model(cls, value: str | None) -> str | None:
+        return value.strip().lower() if value else value
+
+    @field_validator("temperature")
+    @classmethod
+    def _temperature(cls, value: str) -> str:
+        parse_temperature(value)
+        return value
+
+    @field_validator("suppress_tokens")
+    @classmethod
+    def _suppress_tokens(cls, value: str) -> str:
+        parse_suppress_tokens(value)
+        return value
+
+
+def parse_temperature(value: str) -> tuple[float, ...]:
+    try:
+        temps = tuple(float(t) for t in str(value).split(",") if t.strip())
+    except ValueError:
+        raise ValueError("must be a number or comma-separated numbers, e.g. 0.0,0.2,0.4") from None
+    if not temps or len(temps) > 10:
+        raise ValueError("give 1 to 10 temperatures")
+    if any(not (0.0 <= t <= 1.0) for t in temps):  # also false for NaN
+        raise ValueError("each temperature must be between 0.0 and 1.0")
+    return temps
+
+
+def parse_suppress_tokens(value: str) -> tuple[int, ...]:
+    try:
+        tokens = tuple(int(t) for t in str(value).split(",") if t.strip())
+    except ValueError:
+        raise ValueError("must be comma-separated integer token ids, e.g. -1 or 50363,50364") from None
+    if any(t < -1 or t > 100_000 for t in tokens):
+        raise ValueError("token ids must be -1 or between 0 and 100000")
+    return tokens
+
+
+class Word(Schema):
+    start: float
+    end: float
+    word: str
+    probability: float | None = None
+
+
+class Segment(Schema):
+    id: int
+    start: float
+    end: float
+    text: str
+    words: list[Word] | None = None
+    avg_logprob: float | None = None
+    no_speech_prob: float | None = None
+    compression_ratio: float | None = None
+    temperature: float | None = None
+
+
+class TranscribeResult(Schema):
+    """The specification's response, plus what a client needs to know about how it was made."""
+
+    text: str
+    language: str
+    language_probability: float | None = None
+    model: str
+    engine: str
+    task: str
+    word_timestamps: bool
+    condition_on_previous_text: bool
+    no_speech_threshold: float
+    hallucination_silence_threshold: float | None
+    segments: list[Segment]
+    uploaded_file: str
+    result_file: str
+    job_id: UUID
+    duration: float | None
+    silence_offset: float = 0.0
+    options: dict[str, Any]
+    timings: dict[str, float | None]
+
+
+class JobAccepted(Schema):
+    job_id: UUID
+    status: str
+    url: str
+
+
+class JobOut(Schema):
+    job_id: UUID
+    status: str
+    progress: float
+    file: str
+    model: str
+    engine: str
+    language: str
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    conversion_seconds: float | None
+    inference_seconds: float | None
+    duration: float | None
+    error: str | None
+    options: dict[str, Any]
+    result: TranscribeResult | None = None
+
+
+class ModelOut(Schema):
+    name: str
+    installed: bool
+    engines: list[str]
+    multilingual: bool
+    parameters: str
+    size_bytes: int
+    path: str | None
+    offline_package: str | None
+
+
+class ModelsOut(Schema):
+    default: str | None
+    engine: str
+    engines_available: list[str]
+    models: list[ModelOut]
+
+
+class Error(Schema):
+    detail: Any

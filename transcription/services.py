@@ -1,0 +1,441 @@
+"""Business rules: creating, running, waiting for and cancelling jobs; health and model listing.
+
+Views, API handlers, admin actions, commands and tasks call these functions and nothing else.
+"""
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from django.conf import settings
+from django.core.files.uploadedfile import UploadedFile
+from django.db import connection, transaction
+
+from . import audio, engines, formats, modelstore
+from .engines import Cancelled, DecodeOptions, EngineUnavailable
+from .languages import AUTO
+from .models import Job, TransitionError, Upload
+from .schemas import TranscribeOptions, parse_suppress_tokens, parse_temperature
+from .uploads import check_extension, safe_name
+
+log = logging.getLogger("transcription")
+
+
+class ServiceError(Exception):
+    """A request the service refuses; `status` is the HTTP status, `message` says why."""
+
+    def __init__(self, status: int, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.field = field
+
+
+# --- choosing model, engine and decoding options ---------------------------------------------
+
+
+@dataclass(frozen=True)
+class Plan:
+    model: str
+    engine: str
+    decode: DecodeOptions
+
+
+def plan(options: TranscribeOptions) -> Plan:
+    """Check the options against what is installed and what the engine can do."""
+    installed = modelstore.installed_names()
+    name = options.model or modelstore.default_model()
+    if name is None:
+        raise ServiceError(
+            503, "no Whisper model is installed; run: python manage.py install_model base", "model"
+        )
+    if name not in modelstore.SPECS:
+        raise ServiceError(
+            422,
+            f"unknown model {name!r}; installed models: {', '.join(installed) or 'none'}"
+            f" (known: {', '.join(modelstore.NAMES)})",
+            "model",
+        )
+    if name not in installed:
+        raise ServiceError(
+            422,
+            f"model {name!r} is not installed; installed models: {', '.join(installed) or 'none'}."
+            f" Install it with: python manage.py install_model {name}",
+            "model",
+        )
+    try:
+        engine_name = engines.resolve_engine_name(options.engine)
+        engine = engines.get_engine(engine_name)
+    except (ValueError, EngineUnavailable) as exc:
+        raise ServiceError(422, str(exc), "engine") from None
+    if engine_name not in modelstore.installed_engines(name):
+        raise ServiceError(
+            422,
+            f"model {name!r} is installed for {', '.join(modelstore.installed_engines(name))} only,"
+            f" not for the {engine_name} engine",
+            "engine",
+        )
+    spec = modelstore.spec(name)
+    language = None if options.language == AUTO else options.language
+    if not spec.multilingual:
+        if language not in (None, "en"):
+            raise ServiceError(
+                422, f"model {name!r} is English-only; use language=en or auto, or a multilingual model",
+                "language",
+            )
+        if options.task == "translate":
+            raise ServiceError(422, f"model {name!r} is English-only and cannot translate", "task")
+    hst = options.hallucination_silence_threshold
+    decode = DecodeOptions(
+        language=language,
+        task=options.task,
+        word_timestamps=options.word_timestamps,
+        condition_on_previous_text=options.condition_on_previous_text,
+        no_speech_threshold=options.no_speech_threshold,
+        hallucination_silence_threshold=hst if hst else None,
+        beam_size=options.beam_size,
+        best_of=options.best_of,
+        patience=options.patience,
+        length_penalty=options.length_penalty,
+        temperature=parse_temperature(options.temperature),
+        initial_prompt=options.initial_prompt or None,
+        suppress_tokens=parse_suppress_tokens(options.suppress_tokens),
+        without_timestamps=options.no_timestamps,
+        compression_ratio_threshold=options.compression_ratio_threshold,
+        logprob_threshold=options.logprob_threshold,
+    )
+    problems = engine.unsupported(decode)
+    if problems:
+        raise ServiceError(422, "; ".join(problems), "engine")
+    return Plan(model=name, engine=engine_name, decode=decode)
+
+
+def decode_options(job: Job) -> DecodeOptions:
+    """Rebuild a job's decoding options from its stored request (validated on the way in)."""
+    return plan(TranscribeOptions(**{**job.options, "model": job.requested_model,
+                                     "engine": job.requested_engine})).decode
+
+
+# --- creating a job ----------------------------------------------------------------------------
+
+
+def _media(rel: str) -> Path:
+    return Path(settings.MEDIA_ROOT) / rel
+
+
+def create_job(uploaded: UploadedFile, options: TranscribeOptions) -> Job:
+    """Validate the file and the options, store the upload, and queue a job for it."""
+    name = uploaded.name or ""
+    check_extension(name)  # UploadRejected(415) reaches the caller as is
+    if uploaded.size == 0:
+        raise ServiceError(400, "the uploaded file is empty (0 bytes)", "file")
+    chosen = plan(options)
+    path = Path(uploaded.temporary_file_path()) if hasattr(uploaded, "temporary_file_path") else None
+    job_id = uuid.uuid4()
+    stored_rel = f"uploads/{job_id}_{safe_name(name)}"
+    target = _media(stored_rel)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if path is not None:
+        shutil.move(str(path), target)
+    else:
+        with open(target, "wb") as out:
+            for chunk in uploaded.chunks():
+                out.write(chunk)
+    try:
+        probed = audio.probe(target)
+    except audio.AudioError as exc:
+        target.unlink(missing_ok=True)
+        raise ServiceError(422, f"{name}: {exc}", "file") from None
+    except Exception:
+        target.unlink(missing_ok=True)
+        raise
+    sha = getattr(uploaded, "sha256", "") or _sha256(target)
+    stored_options = options.model_dump(exclude={"model", "engine", "wait"})
+    try:
+        with transaction.atomic():
+            upload = Upload.objects.create(
+                original_name=name[:255],
+                stored_path=stored_rel,
+                size=target.stat().st_size,
+                content_type=(uploaded.content_type or "")[:100],
+                sha256=sha,
+                duration=probed.duration,
+            )
+            job = Job.objects.create(
+                id=job_id,
+                upload=upload,
+                options=stored_options,
+                requested_model=chosen.model,
+                requested_engine=chosen.engine,
+            )
+            transaction.on_commit(lambda: _enqueue(job))
+    except Exception:
+        target.unlink(missing_ok=True)
+        raise
+    log.info("job=%s event=queued file=%r size=%d model=%s engine=%s", job.id, name,
+             upload.size, chosen.model, chosen.engine)
+    return job
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1024 * 1024), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _enqueue(job: Job) -> None:
+    from .tasks import transcribe_job
+
+    transcribe_job(str(job.id))
+
+
+# --- running a job (in the worker) ---------------------------------------------------------------
+
+
+class _Progress:
+    """Turns the engine's fraction decoded into throttled row updates and cancellation checks."""
+
+    def __init__(self, job: Job, min_interval: float = 0.5) -> None:
+        self.job = job
+        self.min_interval = min_interval
+        self.last_write = 0.0
+        self.last_percent = -1.0
+
+    def __call__(self, fraction: float) -> None:
+        now = time.monotonic()
+        percent = round(99.0 * max(0.0, min(1.0, fraction)), 1)  # 100 only when the result exists
+        if now - self.last_write < self.min_interval and percent - self.last_percent < 5:
+            return
+        self.last_write = now
+        self.last_percent = percent
+        if self.job.cancel_requested():
+            raise Cancelled()
+        self.job.set_progress(percent)
+
+
+def run_job(job_id: str) -> None:
+    """Convert, transcribe and store one queued job. Safe to call twice: only one run wins."""
+    try:
+        job = Job.objects.select_related("upload").get(pk=job_id)
+    except Job.DoesNotExist:
+        log.warning("job=%s event=missing", job_id)
+        return
+    try:
+        job.start(engine=job.requested_engine, model=job.requested_model)
+    except TransitionError as exc:
+        log.info("job=%s event=skipped reason=%r", job_id, str(exc))
+        return
+    log.info("job=%s event=started model=%s engine=%s", job.id, job.model, job.engine)
+    work = Path(tempfile.mkdtemp(prefix=f"job-{job.id}-", dir=settings.FILE_UPLOAD_TEMP_DIR))
+    began = time.monotonic()
+    try:
+        _transcribe(job, work)
+    except Cancelled:
+        log.info("job=%s event=cancelled seconds=%.2f", job.id, time.monotonic() - began)
+    except audio.AudioError as exc:
+        _fail(job, str(exc), "bad_audio")
+    except Exception as exc:  # the worker must outlive any one job; the row says what happened
+        log.exception("job=%s event=error", job.id)
+        first_line = (str(exc).strip().splitlines() or [""])[0][:300]
+        _fail(job, f"transcription failed: {type(exc).__name__}: {first_line}", "engine_error")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _fail(job: Job, reason: str, code: str) -> None:
+    try:
+        job.fail(reason, code)
+        log.info("job=%s event=failed code=%s reason=%r", job.id, code, reason)
+    except TransitionError:
+        pass
+
+
+def _transcribe(job: Job, work: Path) -> None:
+    options = job.options
+    source = _media(job.upload.stored_path)
+    t0 = time.monotonic()
+    samples = audio.convert(source, work / "audio.f32")
+    conversion = time.monotonic() - t0
+    duration = len(samples) / audio.SAMPLE_RATE
+    trim = audio.Trim(0, len(samples))
+    if options.get("remove_silence", True):
+        trim = audio.find_speech_bounds(
+            samples, options.get("silence_threshold", -60.0), options.get("silence_duration", 0.5)
+        )
+    job.record(conversion_seconds=conversion, audio_duration=duration, silence_offset=trim.offset)
+    log.info("job=%s event=converted seconds=%.2f audio_seconds=%.2f trimmed_start=%.2f trimmed_end=%.2f",
+             job.id, conversion, duration, trim.offset, (len(samples) - trim.end) / audio.SAMPLE_RATE)
+
+    engine = engines.get_engine(job.engine)
+    model_path = modelstore.engine_dir(job.model, job.engine)
+    t1 = time.monotonic()
+    transcript = engine.transcribe(model_path, samples[trim.start:trim.end], decode_options(job),
+                                   _Progress(job))
+    inference = time.monotonic() - t1
+    del samples
+
+    result = build_result(job, transcript, trim.offset, duration,
+                          {"conversion_seconds": conversion, "inference_seconds": inference})
+    json_rel, text_rel = _write_results(job, result)
+    try:
+        job.finish(result, json_rel, text_rel, inference_seconds=inference,
+                   language=transcript.language[:16],
+                   language_probability=transcript.language_probability)
+    except TransitionError:  # cancelled while the files were written: keep nothing half-owned
+        for rel in (json_rel, text_rel):
+            _media(rel).unlink(missing_ok=True)
+        raise Cancelled() from None
+    log.info("job=%s event=done model=%s engine=%s audio_seconds=%.2f conversion_seconds=%.2f"
+             " inference_seconds=%.2f rtf=%.3f", job.id, job.model, job.engine, duration,
+             conversion, inference, inference / duration if duration else 0.0)
+
+
+def result_names(job: Job) -> tuple[str, str, str]:
+    """(uploaded_file, result .txt, result .json) names, as the specification shapes them."""
+    uploaded = Path(job.upload.stored_path).name
+    stem = Path(uploaded).stem
+    return uploaded, f"{stem}.txt", f"{stem}.json"
+
+
+def build_result(job: Job, transcript, offset: float, duration: float, timings: dict) -> dict:
+    uploaded, txt_name, _ = result_names(job)
+    opts = job.options
+    segments = []
+    for seg in transcript.segments:
+        seg = seg.shifted(offset)
+        row = {
+            "id": seg.id,
+            "start": round(seg.start, 3),
+            "end": round(seg.end, 3),
+            "text": seg.text.strip(),
+            "avg_logprob": seg.avg_logprob,
+            "no_speech_prob": seg.no_speech_prob,
+            "compression_ratio": seg.compression_ratio,
+            "temperature": seg.temperature,
+        }
+        if opts.get("word_timestamps") and seg.words is not None:
+            row["words"] = [
+                {"start": round(w.start, 3), "end": round(w.end, 3), "word": w.word,
+                 "probability": w.probability}
+                for w in seg.words
+            ]
+        segments.append(row)
+    result = {
+        "text": transcript.text,
+        "language": transcript.language,
+        "language_probability": transcript.language_probability,
+        "model": job.model,
+        "engine": job.engine,
+        "task": opts.get("task", "transcribe"),
+        "word_timestamps": opts.get("word_timestamps", True),
+        "condition_on_previous_text": opts.get("condition_on_previous_text", True),
+        "no_speech_threshold": opts.get("no_speech_threshold"),
+        "hallucination_silence_threshold": opts.get("hallucination_silence_threshold"),
+        "segments": segments,
+        "uploaded_file": uploaded,
+        "result_file": txt_name,
+        "job_id": str(job.id),
+        "duration": round(duration, 3),
+        "silence_offset": round(offset, 3),
+        "options": {**opts, "model": job.model, "engine": job.engine},
+        "timings": timings,
+    }
+    return formats.jsonable(result)
+
+
+def _write_results(job: Job, result: dict) -> tuple[str, str]:
+    _, txt_name, json_name = result_names(job)
+    text_rel, json_rel = f"results/{txt_name}", f"results/{json_name}"
+    formats.write_atomic(_media(text_rel), formats.to_txt(result))
+    formats.write_atomic(_media(json_rel), formats.to_json(result))
+    return json_rel, text_rel
+
+
+# --- waiting, cancelling, reading ----------------------------------------------------------------
+
+
+def wait_for(job: Job, timeout: float, poll: float = 0.2) -> Job:
+    """Block until the job reaches a final state or `timeout` seconds pass; returns it fresh."""
+    deadline = time.monotonic() + timeout
+    while True:
+        job.refresh_from_db()
+        if job.is_final or time.monotonic() >= deadline:
+            return job
+        time.sleep(min(poll, max(0.0, deadline - time.monotonic())))
+        poll = min(poll * 1.5, 1.0)
+
+
+def cancel(job: Job) -> Job:
+    try:
+        job.cancel()
+        log.info("job=%s event=cancel_requested", job.id)
+    except TransitionError as exc:
+        raise ServiceError(409, str(exc)) from None
+    return job
+
+
+# --- health ----------------------------------------------------------------------------------------
+
+
+def health() -> dict:
+    """Check each dependency for real; `ok` is true only when all of them are usable."""
+    checks: dict[str, dict] = {}
+
+    def check(name: str, fn) -> None:
+        try:
+            checks[name] = {"ok": True, **(fn() or {})}
+        except Exception as exc:  # report, never raise: this is the page that says what is broken
+            checks[name] = {"ok": False, "error": f"{type(exc).__name__}: {str(exc)[:200]}"}
+
+    def database():
+        with connection.cursor() as cur:
+            cur.execute("SELECT 1")
+        return {"vendor": connection.vendor}
+
+    def queue():
+        from huey.contrib.djhuey import HUEY
+
+        return {"backend": type(HUEY).__name__, "pending": HUEY.pending_count(),
+                "immediate": HUEY.immediate}
+
+    def ffmpeg():
+        version = audio.ffmpeg_version()
+        if not version:
+            raise RuntimeError(f"{audio.ffmpeg_binary()} -version failed")
+        return {"binary": audio.ffmpeg_binary(), "version": version}
+
+    def engine():
+        chosen = engines.resolve_engine_name()
+        engines.get_engine(chosen)
+        return {"default": chosen, "available": engines.available_engines()}
+
+    def models():
+        installed = modelstore.installed_names()
+        if not installed:
+            raise RuntimeError("no model installed; run: python manage.py install_model base")
+        return {"installed": installed, "default": modelstore.default_model()}
+
+    for name, fn in (("database", database), ("queue", queue), ("ffmpeg", ffmpeg),
+                     ("engine", engine), ("models", models)):
+        check(name, fn)
+    ok = all(c["ok"] for c in checks.values())
+    return {"status": "ok" if ok else "error", "checks": checks}
+
+
+def models_listing() -> dict:
+    return {
+        "default": modelstore.default_model(),
+        "engine": engines.resolve_engine_name(),
+        "engines_available": engines.available_engines(),
+        "models": modelstore.describe(),
+    }
+
