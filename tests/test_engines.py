@@ -1,0 +1,105 @@
+"""Engine choice, refusal of options an engine cannot honour, and the model cache."""
+import time
+
+import numpy as np
+import pytest
+
+from tests.conftest import JFK_REFERENCE, wer
+from transcription import engines, modelstore
+from transcription.audio import convert
+from transcription.engines import DecodeOptions
+
+
+@pytest.mark.parametrize("system,machine,expected", [
+    ("Darwin", "arm64", "mlx"), ("Linux", "x86_64", "ctranslate2"), ("Darwin", "x86_64", "ctranslate2"),
+    ("Linux", "aarch64", "ctranslate2"),
+])
+def test_auto_picks_mlx_only_on_apple_silicon(monkeypatch, settings, system, machine, expected):
+    apple = engines.is_apple_silicon(system, machine)
+    assert apple == (expected == "mlx")
+    monkeypatch.setattr(engines, "is_apple_silicon", lambda: apple)
+    settings.WHISPER_ENGINE = "auto"
+    assert engines.resolve_engine_name() == expected
+
+
+def test_this_linux_machine_is_not_apple_silicon(settings):
+    settings.WHISPER_ENGINE = "auto"
+    assert not engines.is_apple_silicon()
+    assert engines.resolve_engine_name() == "ctranslate2"
+
+
+def test_explicit_choice_wins_and_unknown_is_refused(settings):
+    settings.WHISPER_ENGINE = "mlx"
+    assert engines.resolve_engine_name() == "mlx"
+    assert engines.resolve_engine_name("ctranslate2") == "ctranslate2"
+    with pytest.raises(ValueError, match="unknown engine 'onnx'"):
+        engines.resolve_engine_name("onnx")
+
+
+def test_both_engines_are_available_here():
+    assert engines.available_engines() == ["mlx", "ctranslate2"]
+
+
+def test_mlx_refuses_beam_search_and_ctranslate2_takes_everything():
+    opts = DecodeOptions(beam_size=5, patience=2.0)
+    assert len(engines.get_engine("mlx").unsupported(opts)) == 2
+    assert engines.get_engine("mlx").unsupported(DecodeOptions(beam_size=1)) == []
+    assert engines.get_engine("ctranslate2").unsupported(opts) == []
+
+
+@pytest.fixture(scope="module")
+def jfk_samples(tmp_path_factory, eval_dir):
+    return np.array(convert(eval_dir / "jfk.flac", tmp_path_factory.mktemp("a") / "jfk.f32"))
+
+
+def test_ctranslate2_transcribes_reports_progress_and_keeps_the_model_loaded(jfk_samples):
+    engine = engines.get_engine("ctranslate2")
+    path = modelstore.engine_dir("base", "ctranslate2")
+    seen = []
+    three = np.concatenate([jfk_samples] * 3)
+    result = engine.transcribe(path, three, DecodeOptions(language="en"), seen.append)
+    assert "ask not what your country can do for you" in result.text.lower()
+    assert seen[0] == 0.0 and seen[-1] == 1.0 and seen == sorted(seen)
+    assert any(0.0 < f < 1.0 for f in seen), seen  # real progress between the ends
+    assert engine.is_loaded(path)
+    began = time.monotonic()
+    engine._model(path)
+    assert time.monotonic() - began < 0.01  # cached: no reload
+
+
+def test_progress_callback_can_cancel_an_engine(jfk_samples):
+    def stop(fraction):
+        if fraction > 0:
+            raise engines.Cancelled()
+
+    long_audio = np.concatenate([jfk_samples] * 4)
+    with pytest.raises(engines.Cancelled):
+        engines.get_engine("ctranslate2").transcribe(
+            modelstore.engine_dir("base", "ctranslate2"), long_audio, DecodeOptions(language="en"), stop)
+
+
+def test_mlx_engine_transcribes_tiny_en_with_word_timestamps(jfk_samples):
+    engine = engines.get_engine("mlx")
+    path = modelstore.engine_dir("tiny.en", "mlx")
+    seen = []
+    result = engine.transcribe(path, jfk_samples, DecodeOptions(language="en"), seen.append)
+    assert wer(JFK_REFERENCE, result.text) < 0.15
+    words = [w for s in result.segments for w in s.words]
+    assert [w.start for w in words] == sorted(w.start for w in words)
+    assert 0.0 <= words[0].start < 1.0 and 9.0 < words[-1].end <= 11.1
+    assert seen[0] == 0.0 and seen[-1] == 1.0
+    assert engine.is_loaded(path)
+
+
+def test_mlx_progress_adapter_reports_fraction_of_frames():
+    from transcription.engines import mlx
+
+    seen = []
+    mlx._progress["callback"] = seen.append
+    try:
+        with mlx._ProgressBar(total=3000, unit="frames", disable=True) as bar:
+            bar.update(1000)
+            bar.update(3000)
+    finally:
+        mlx._progress.pop("callback")
+    assert seen == [pytest.approx(1 / 3), 1.0]
