@@ -6,7 +6,7 @@ from uuid import UUID
 
 from django.conf import settings
 from django.http import HttpRequest
-from ninja import File, Form, NinjaAPI
+from ninja import File, Form, NinjaAPI, Status
 from ninja.errors import HttpError, ValidationError
 from ninja.files import UploadedFile
 
@@ -79,23 +79,23 @@ def transcribe(request: HttpRequest, file: UploadedFile = File(...),
     options = options or TranscribeOptions()
     job = services.create_job(file, options)
     if not options.wait:
-        return 202, {"job_id": job.id, "status": job.status, "url": _job_url(request, job)}
+        return Status(202, {"job_id": job.id, "status": job.status, "url": _job_url(request, job)})
     job = services.wait_for(job, settings.TRANSCRIBE_WAIT_SECONDS)
     if job.status == Job.Status.DONE:
-        return 200, job.result
+        return Status(200, job.result)
     if job.status == Job.Status.FAILED:
-        return (422 if job.error_code == "bad_audio" else 500), {"detail": job.error}
+        return Status((422 if job.error_code == "bad_audio" else 500), {"detail": job.error})
     if job.status == Job.Status.CANCELLED:
-        return 409, {"detail": f"job {job.id} was cancelled"}
-    return 202, {"job_id": job.id, "status": job.status, "url": _job_url(request, job)}
+        return Status(409, {"detail": f"job {job.id} was cancelled"})
+    return Status(202, {"job_id": job.id, "status": job.status, "url": _job_url(request, job)})
 
 
 @api.get("/job/{job_id}", response={200: JobOut, 404: Error}, summary="A job's status and result")
 def job_status(request: HttpRequest, job_id: UUID):
     job = Job.objects.select_related("upload").filter(pk=job_id).first()
     if job is None:
-        return 404, {"detail": f"no job with id {job_id}"}
-    return 200, {
+        return Status(404, {"detail": f"no job with id {job_id}"})
+    return Status(200, {
         "job_id": job.id,
         "status": job.status,
         "progress": job.progress,
@@ -112,7 +112,7 @@ def job_status(request: HttpRequest, job_id: UUID):
         "error": job.error or None,
         "options": job.options,
         "result": job.result if job.status == Job.Status.DONE else None,
-    }
+    })
 
 
 @api.get("/models", response=ModelsOut, summary="Every model size, installed or not")

@@ -1,0 +1,174 @@
+"""End to end over real HTTP: a live server, a real Huey consumer process, real FFmpeg, real models."""
+import time
+from pathlib import Path
+
+import pytest
+import requests
+from django.conf import settings
+
+from tests.conftest import JFK_REFERENCE, manifest, normalise_words, post_file, wer
+from transcription.models import Job
+
+pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+
+# Word error rates measured on this machine (see README "Accuracy"), with headroom for noise.
+JFK_WER_BASE_CT2 = 0.10      # measured 0.0 (base, ctranslate2, int8)
+JFK_WER_TINY_EN_MLX = 0.10   # measured 0.0 (tiny.en, mlx on CPU, float32)
+MIT_WER_BASE_CT2 = 0.15      # measured on the English paragraph of multilingual.mp3
+
+
+def _ok(resp: requests.Response) -> dict:
+    assert resp.status_code == 200, resp.text
+    return resp.json()
+
+
+def test_jfk_on_base_with_ctranslate2_matches_the_reference(service, clips):
+    body = _ok(post_file(service, clips["flac"], language="en", model="base", engine="ctranslate2"))
+    assert wer(JFK_REFERENCE, body["text"]) <= JFK_WER_BASE_CT2
+    assert body["model"] == "base" and body["engine"] == "ctranslate2"
+    assert body["language"] == "en" and body["task"] == "transcribe"
+    assert body["duration"] == pytest.approx(11.0, abs=0.05)
+    # the spec's shape, options echoed
+    for key in ("word_timestamps", "condition_on_previous_text", "no_speech_threshold",
+                "hallucination_silence_threshold", "segments", "uploaded_file", "result_file", "job_id"):
+        assert key in body
+    assert body["no_speech_threshold"] == 0.4 and body["hallucination_silence_threshold"] == 0.8
+    words = [w for s in body["segments"] for w in s["words"]]
+    assert normalise_words(" ".join(w["word"] for w in words)) == normalise_words(body["text"])
+    assert all(0 <= w["start"] <= w["end"] <= 11.05 for w in words)
+    # result files exist, UTF-8, named after the job
+    job = Job.objects.get(pk=body["job_id"])
+    assert body["uploaded_file"] == f"{job.id}_jfk.flac" and body["result_file"] == f"{job.id}_jfk.txt"
+    text_file = Path(settings.MEDIA_ROOT) / job.result_text_path
+    assert text_file.read_text(encoding="utf-8").strip() == body["text"]
+    assert (Path(settings.MEDIA_ROOT) / job.result_json_path).is_file()
+    assert job.status == "done" and job.progress == 100 and job.inference_seconds > 0
+    assert job.upload.sha256 and job.upload.size == clips["flac"].stat().st_size
+    # no temporary audio left behind
+    assert not list(Path(settings.FILE_UPLOAD_TEMP_DIR).glob(f"job-{job.id}-*"))
+
+
+def test_jfk_on_tiny_en_with_the_mlx_engine(service, clips):
+    body = _ok(post_file(service, clips["wav"], language="en", model="tiny.en", engine="mlx"))
+    assert body["engine"] == "mlx" and body["model"] == "tiny.en"
+    assert wer(JFK_REFERENCE, body["text"]) <= JFK_WER_TINY_EN_MLX
+    assert body["segments"][0]["words"], "word timestamps were asked for by default"
+
+
+def test_multilingual_reading_detects_language_and_matches_the_english_part(service, eval_dir):
+    reference = manifest()["multilingual.mp3"]["reference"]
+    english = reference.split(":", 1)[1].split("The rest is a German")[0]
+    body = _ok(post_file(service, eval_dir / "multilingual.mp3", language="auto", model="base",
+                         engine="ctranslate2", word_timestamps=False))
+    assert body["language"] == "en"
+    assert body["duration"] == pytest.approx(59.95, abs=0.2)
+    hyp_words = normalise_words(body["text"]).split()
+    n = len(normalise_words(english).split())
+    assert wer(english, " ".join(hyp_words[:n])) <= MIT_WER_BASE_CT2
+    assert body["word_timestamps"] is False, body["options"]
+    assert body["segments"][0].get("words") is None
+
+
+@pytest.mark.parametrize("kind", ["wav", "mp3", "ogg", "m4a", "mp4"])
+def test_every_container_transcribes(service, clips, kind):
+    body = _ok(post_file(service, clips[kind], language="en", model="base", engine="ctranslate2",
+                         word_timestamps=False))
+    assert wer(JFK_REFERENCE, body["text"]) <= JFK_WER_BASE_CT2, body["text"]
+
+
+def test_timestamps_stay_on_the_uploaded_files_timeline_after_trimming(service, clips):
+    plain = _ok(post_file(service, clips["wav"], language="en", model="base", engine="ctranslate2"))
+    padded = _ok(post_file(service, clips["padded"], language="en", model="base", engine="ctranslate2"))
+    assert padded["duration"] == pytest.approx(16.0, abs=0.05)
+    assert padded["silence_offset"] == pytest.approx(2.8, abs=0.05)  # 3 s minus the 0.2 s margin
+    plain_words = [w for s in plain["segments"] for w in s["words"]]
+    padded_words = [w for s in padded["segments"] for w in s["words"]]
+    assert len(padded_words) == len(plain_words)
+    shifts = [p["start"] - q["start"] for p, q in zip(padded_words, plain_words) if p["word"] == q["word"]]
+    assert len(shifts) >= len(plain_words) - 2  # the model may spell a word differently
+    assert all(abs(s - 3.0) < 0.25 for s in shifts), shifts
+    assert padded["segments"][0]["start"] >= 2.5
+
+
+def test_wait_false_answers_202_and_the_job_url_then_progresses_to_done(service, clips):
+    resp = post_file(service, clips["mp3"], language="en", model="base", engine="ctranslate2", wait=False)
+    assert resp.status_code == 202, resp.text
+    accepted = resp.json()
+    assert accepted["url"] == f"{service}/job/{accepted['job_id']}"
+    seen = []
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        job = requests.get(accepted["url"], timeout=10).json()
+        seen.append((job["status"], job["progress"]))
+        if job["status"] in ("done", "failed", "cancelled"):
+            break
+        time.sleep(0.1)
+    assert job["status"] == "done", job
+    assert job["progress"] == 100 and job["result"]["job_id"] == accepted["job_id"]
+    assert job["started_at"] and job["finished_at"] and job["inference_seconds"] > 0
+    assert [p for _, p in seen] == sorted(p for _, p in seen)
+
+
+def test_unknown_job_is_404_and_malformed_id_is_422(service):
+    resp = requests.get(f"{service}/job/00000000-0000-0000-0000-000000000000", timeout=10)
+    assert resp.status_code == 404 and "no job" in resp.json()["detail"]
+    resp = requests.get(f"{service}/job/not-a-uuid", timeout=10)
+    assert resp.status_code == 422 and resp.json()["errors"][0]["field"] == "job_id"
+
+
+BAD_REQUESTS = [
+    ("corrupt", {}, 422, "audio"),
+    ("empty", {}, 400, "empty"),
+    ("txt", {}, 415, "not allowed"),
+    ("wav", {"model": "enormous"}, 422, "installed models"),
+    ("wav", {"no_speech_threshold": "7"}, 422, "no_speech_threshold"),
+]
+
+
+@pytest.mark.parametrize("clip,fields,status,message", BAD_REQUESTS, ids=[b[0] + str(b[1]) for b in BAD_REQUESTS])
+def test_bad_requests_get_a_clear_4xx_and_leave_no_job(service, clips, clip, fields, status, message):
+    resp = post_file(service, clips[clip], language="en", **fields)
+    assert resp.status_code == status, resp.text
+    assert message in resp.json()["detail"]
+    assert "Traceback" not in resp.text
+    assert not Job.objects.filter(status__in=["queued", "running"]).exists()
+
+
+def test_health_checks_every_dependency(service):
+    body = _ok(requests.get(f"{service}/health", timeout=30))
+    assert body["status"] == "ok"
+    checks = body["checks"]
+    assert set(checks) == {"database", "queue", "ffmpeg", "engine", "models"}
+    assert checks["ffmpeg"]["version"].startswith("ffmpeg version")
+    assert checks["queue"]["backend"] == "SqliteHuey"
+    assert "base" in checks["models"]["installed"]
+
+
+def test_health_reports_a_missing_ffmpeg_with_503(client, settings, db):
+    from transcription import audio
+
+    settings.FFMPEG_BINARY = "/nonexistent/ffmpeg"
+    audio.ffmpeg_binary.cache_clear()
+    try:
+        resp = client.get("/health")
+    finally:
+        audio.ffmpeg_binary.cache_clear()
+    assert resp.status_code == 503
+    assert resp.json()["checks"]["ffmpeg"]["ok"] is False
+
+
+def test_models_lists_every_size_with_install_state(service):
+    body = _ok(requests.get(f"{service}/models", timeout=10))
+    rows = {m["name"]: m for m in body["models"]}
+    for size in ("tiny", "base", "small", "medium", "turbo", "large"):
+        assert size in rows
+    assert rows["base"]["installed"] and rows["base"]["size_bytes"] > 100_000_000
+    assert not rows["large"]["installed"] and rows["large"]["engines"] == []
+    assert body["engines_available"] == ["mlx", "ctranslate2"] and body["engine"] == "ctranslate2"
+    assert body["default"] == "base"
+
+
+def test_openapi_docs_are_served(service):
+    schema = _ok(requests.get(f"{service}/openapi.json", timeout=10))
+    assert {"/transcribe", "/health", "/models", "/job/{job_id}"} <= set(schema["paths"])
+    assert requests.get(f"{service}/docs", timeout=10).status_code == 200
