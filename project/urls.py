@@ -1,11 +1,10 @@
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path
 
 from transcription.api import api
-from webui import views
 
 urlpatterns = [
-    path("", views.index, name="index"),
     path("admin/", admin.site.urls),
+    path("", include("webui.urls")),
     path("", api.urls),
 ]

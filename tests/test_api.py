@@ -172,3 +172,18 @@ def test_openapi_docs_are_served(service):
     schema = _ok(requests.get(f"{service}/openapi.json", timeout=10))
     assert {"/transcribe", "/health", "/models", "/job/{job_id}"} <= set(schema["paths"])
     assert requests.get(f"{service}/docs", timeout=10).status_code == 200
+
+
+def test_result_downloads_in_every_format(service, clips):
+    body = _ok(post_file(service, clips["flac"], name="Речь JFK.flac", language="en", model="base",
+                         engine="ctranslate2"))
+    url = f"{service}/job/{body['job_id']}/result"
+    expected = {"txt": "text/plain", "srt": "application/x-subrip", "vtt": "text/vtt",
+                "json": "application/json"}
+    for fmt, content_type in expected.items():
+        resp = requests.get(url, params={"format": fmt}, timeout=10)
+        assert resp.status_code == 200 and resp.headers["Content-Type"].startswith(content_type)
+        assert resp.headers["Content-Disposition"] == f"attachment; filename*=UTF-8''%D0%A0%D0%B5%D1%87%D1%8C%20JFK.{fmt}"
+        assert "ask not what your country" in resp.text.lower()
+    assert requests.get(url, params={"format": "srt"}, timeout=10).text.startswith("1\n00:00:00,000 --> ")
+    assert requests.get(url, params={"format": "docx"}, timeout=10).status_code == 422

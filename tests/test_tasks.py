@@ -78,3 +78,14 @@ def test_state_machine_refuses_illegal_moves(clips):
             move()
     job.refresh_from_db()
     assert job.status == "done"
+
+
+def test_retry_queues_a_new_job_on_the_same_upload_with_new_options(clips):
+    job = _job(clips)
+    again = services.retry(job, TranscribeOptions(language="auto", model="tiny.en", engine="ctranslate2"))
+    assert again.pk != job.pk and again.upload_id == job.upload_id
+    assert again.requested_model == "tiny.en" and again.options["language"] == "auto"
+    same = services.retry(job)
+    assert same.requested_model == "base" and same.options == job.options
+    with pytest.raises(services.ServiceError, match="English-only"):
+        services.retry(job, TranscribeOptions(language="de", model="tiny.en"))

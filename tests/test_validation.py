@@ -130,13 +130,14 @@ def test_empty_file_is_rejected(post, clips):
 @pytest.mark.django_db
 @pytest.mark.parametrize("clip", ["text_as_mp3", "corrupt"])
 def test_file_that_is_not_audio_is_rejected_and_not_kept(post, clips, settings, clip):
+    uploads = settings.MEDIA_ROOT / "uploads"
+    before = set(uploads.iterdir()) if uploads.exists() else set()
     resp = post(clips[clip], language="en")
     assert resp.status_code == 422, resp.content
     assert resp.json()["field"] == "file"
     assert "audio" in resp.json()["detail"]
     assert Upload.objects.count() == 0
-    uploads = settings.MEDIA_ROOT / "uploads"
-    assert not uploads.exists() or not any(uploads.iterdir())
+    assert (set(uploads.iterdir()) if uploads.exists() else set()) == before
 
 
 @pytest.mark.django_db

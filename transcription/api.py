@@ -5,7 +5,9 @@ import logging
 from uuid import UUID
 
 from django.conf import settings
-from django.http import HttpRequest
+from urllib.parse import quote
+
+from django.http import HttpRequest, HttpResponse
 from ninja import File, Form, NinjaAPI, Status
 from ninja.errors import HttpError, ValidationError
 from ninja.files import UploadedFile
@@ -113,6 +115,21 @@ def job_status(request: HttpRequest, job_id: UUID):
         "options": job.options,
         "result": job.result if job.status == Job.Status.DONE else None,
     })
+
+
+@api.get(
+    "/job/{job_id}/result",
+    response={200: None, 404: Error, 409: Error, 422: Error},
+    summary="A finished job's result as a file: txt, srt, vtt or json",
+)
+def job_result(request: HttpRequest, job_id: UUID, format: str = "txt"):
+    job = Job.objects.select_related("upload").filter(pk=job_id).first()
+    if job is None:
+        return Status(404, {"detail": f"no job with id {job_id}"})
+    body, content_type, filename = services.result_file(job, format)
+    response = HttpResponse(body, content_type=content_type)
+    response["Content-Disposition"] = f"attachment; filename*=UTF-8''{quote(filename)}"
+    return response
 
 
 @api.get("/models", response=ModelsOut, summary="Every model size, installed or not")

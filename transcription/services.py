@@ -155,7 +155,6 @@ def create_job(uploaded: UploadedFile, options: TranscribeOptions) -> Job:
         target.unlink(missing_ok=True)
         raise
     sha = getattr(uploaded, "sha256", "") or _sha256(target)
-    stored_options = options.model_dump(exclude={"model", "engine", "wait"})
     try:
         with transaction.atomic():
             upload = Upload.objects.create(
@@ -166,18 +165,35 @@ def create_job(uploaded: UploadedFile, options: TranscribeOptions) -> Job:
                 sha256=sha,
                 duration=probed.duration,
             )
-            job = Job.objects.create(
-                id=job_id,
-                upload=upload,
-                options=stored_options,
-                requested_model=chosen.model,
-                requested_engine=chosen.engine,
-            )
-            transaction.on_commit(lambda: _enqueue(job))
+            return _queue(upload, options, chosen, job_id)
     except Exception:
         target.unlink(missing_ok=True)
         raise
-    log.info("job=%s event=queued file=%r size=%d model=%s engine=%s", job.id, name,
+
+
+def retry(job: Job, options: TranscribeOptions | None = None) -> Job:
+    """A new job on the same upload, with the old job's options or new ones."""
+    if options is None:
+        options = TranscribeOptions(**{**job.options, "model": job.requested_model,
+                                       "engine": job.requested_engine})
+    if not Path(settings.MEDIA_ROOT, job.upload.stored_path).is_file():
+        raise ServiceError(410, f"the uploaded file of job {job.id} is no longer stored")
+    chosen = plan(options)
+    with transaction.atomic():
+        return _queue(job.upload, options, chosen, uuid.uuid4())
+
+
+def _queue(upload: Upload, options: TranscribeOptions, chosen: Plan, job_id: uuid.UUID) -> Job:
+    """Create the job row; it is handed to the queue once the transaction commits."""
+    job = Job.objects.create(
+        id=job_id,
+        upload=upload,
+        options=options.model_dump(exclude={"model", "engine", "wait"}),
+        requested_model=chosen.model,
+        requested_engine=chosen.engine,
+    )
+    transaction.on_commit(lambda: _enqueue(job))
+    log.info("job=%s event=queued file=%r size=%d model=%s engine=%s", job.id, upload.original_name,
              upload.size, chosen.model, chosen.engine)
     return job
 
@@ -372,6 +388,26 @@ def wait_for(job: Job, timeout: float, poll: float = 0.2) -> Job:
             return job
         time.sleep(min(poll, max(0.0, deadline - time.monotonic())))
         poll = min(poll * 1.5, 1.0)
+
+
+CONTENT_TYPES = {
+    "txt": "text/plain; charset=utf-8",
+    "srt": "application/x-subrip; charset=utf-8",
+    "vtt": "text/vtt; charset=utf-8",
+    "json": "application/json; charset=utf-8",
+}
+
+
+def result_file(job: Job, fmt: str) -> tuple[str, str, str]:
+    """(body, content type, download name) of a finished job's result in format `fmt`."""
+    fmt = (fmt or "txt").lower()
+    if fmt not in formats.WRITERS:
+        raise ServiceError(422, f"unknown format {fmt!r}; choose one of {', '.join(formats.WRITERS)}",
+                           "format")
+    if job.status != Job.Status.DONE or not job.result:
+        raise ServiceError(409, f"job {job.id} has no result (status: {job.status})")
+    stem = Path(job.upload.original_name).stem or "transcript"
+    return formats.WRITERS[fmt](job.result), CONTENT_TYPES[fmt], f"{stem}.{fmt}"
 
 
 def cancel(job: Job) -> Job:

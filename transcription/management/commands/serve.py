@@ -17,9 +17,11 @@ class Command(BaseCommand):
 
     def handle(self, addrport, workers, **_):
         manage = [sys.executable, os.path.abspath(sys.argv[0])]
+        # A shell's background job starts with SIGINT ignored; children must still obey Ctrl-C.
+        default_sigint = lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)  # noqa: E731
         children = [
-            subprocess.Popen([*manage, "run_huey", "--workers", str(workers)]),
-            subprocess.Popen([*manage, "runserver", addrport, "--noreload"]),
+            subprocess.Popen([*manage, "run_huey", "--workers", str(workers)], preexec_fn=default_sigint),
+            subprocess.Popen([*manage, "runserver", addrport, "--noreload"], preexec_fn=default_sigint),
         ]
         self.stdout.write(f"web on http://{addrport}/ (API docs at /docs), worker started; Ctrl-C stops both")
 
@@ -28,7 +30,11 @@ class Command(BaseCommand):
                 if child.poll() is None:
                     child.send_signal(signal.SIGINT)
 
-        signal.signal(signal.SIGTERM, stop)
+        def interrupt(*_args):
+            raise KeyboardInterrupt
+
+        signal.signal(signal.SIGTERM, interrupt)
+        signal.signal(signal.SIGINT, interrupt)
         try:
             while all(child.poll() is None for child in children):
                 time.sleep(0.5)

@@ -1,0 +1,52 @@
+"""`manage.py serve` (what `make run` starts): web server and worker together, Ctrl-C stops both."""
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+import requests
+
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.integration
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_serve_runs_web_and_worker_and_sigint_stops_both(tmp_path, clips):
+    port = _free_port()
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "project.settings", "DATA_DIR": str(tmp_path)}
+    subprocess.run([sys.executable, str(REPO / "manage.py"), "migrate", "-v0"], env=env, check=True)
+    proc = subprocess.Popen([sys.executable, str(REPO / "manage.py"), "serve", f"127.0.0.1:{port}"],
+                            env=env, cwd=REPO, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                health = requests.get(f"http://127.0.0.1:{port}/health", timeout=5)
+                break
+            except requests.ConnectionError:
+                time.sleep(0.3)
+        assert health.status_code == 200, health.text
+        with open(clips["flac"], "rb") as fh:
+            resp = requests.post(f"http://127.0.0.1:{port}/transcribe", files={"file": fh},
+                                 data={"language": "en", "model": "base", "word_timestamps": "false"},
+                                 timeout=300)
+        assert resp.status_code == 200 and "ask not" in resp.json()["text"].lower()
+        children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+        assert len(children) == 2
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=45) == 0
+        for pid in children:
+            assert not os.path.exists(f"/proc/{pid}") or "zombie" in open(f"/proc/{pid}/status").read()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
