@@ -141,6 +141,8 @@ WHISPER_ENGINE = os.getenv("WHISPER_ENGINE", "auto")
 WHISPER_DEFAULT_MODEL = os.getenv("WHISPER_DEFAULT_MODEL", "")
 WHISPER_CPU_THREADS = int(os.getenv("WHISPER_CPU_THREADS", "0"))
 FFMPEG_BINARY = os.getenv("FFMPEG_BINARY", "")
+# Optional API bearer tokens (comma-separated); unset, the API is open, as the spec intends locally.
+API_TOKENS = envlist("API_TOKENS", "")
 # How long POST /transcribe waits for its job before answering 202 with the job's URL.
 TRANSCRIBE_WAIT_SECONDS = float(os.getenv("TRANSCRIBE_WAIT_SECONDS", "3600"))
 

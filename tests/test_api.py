@@ -187,3 +187,56 @@ def test_result_downloads_in_every_format(service, clips):
         assert "ask not what your country" in resp.text.lower()
     assert requests.get(url, params={"format": "srt"}, timeout=10).text.startswith("1\n00:00:00,000 --> ")
     assert requests.get(url, params={"format": "docx"}, timeout=10).status_code == 422
+
+
+def test_result_subtitle_shaping_and_tsv(service, clips):
+    body = _ok(post_file(service, clips["flac"], language="en", model="base", engine="ctranslate2"))
+    url = f"{service}/job/{body['job_id']}/result"
+    vtt = requests.get(url, params={"format": "vtt", "highlight_words": "true"}, timeout=10).text
+    assert vtt.count("<u>") == sum(len(s["words"]) for s in body["segments"])
+    srt = requests.get(url, params={"format": "srt", "max_line_width": 20, "max_line_count": 1}, timeout=10).text
+    lines = [ln for ln in srt.splitlines() if ln and "-->" not in ln and not ln.isdigit()]
+    assert len(lines) >= 5 and all(len(ln) <= 20 for ln in lines), lines
+    tsv = requests.get(url, params={"format": "tsv"}, timeout=10)
+    assert tsv.headers["Content-Type"].startswith("text/tab-separated-values")
+    assert tsv.text.startswith("start\tend\ttext\n0\t")
+    bad = requests.get(url, params={"format": "srt", "max_line_width": 0}, timeout=10)
+    assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "max_line_width"
+
+
+def test_batch_runs_every_file_through_the_queue_and_aggregates(service, clips):
+    with open(clips["mp3"], "rb") as a, open(clips["ogg"], "rb") as b:
+        resp = requests.post(f"{service}/transcribe/batch",
+                             files=[("files", ("one.mp3", a)), ("files", ("two.ogg", b))],
+                             data={"language": "en", "model": "base", "engine": "ctranslate2",
+                                   "word_timestamps": "false"}, timeout=60)
+    assert resp.status_code == 202, resp.text
+    accepted = resp.json()
+    assert [j["file"] for j in accepted["jobs"]] == ["one.mp3", "two.ogg"]
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        summary = requests.get(accepted["url"], timeout=10).json()
+        if summary["status"] in ("done", "partial", "failed"):
+            break
+        time.sleep(0.3)
+    assert summary["status"] == "done" and summary["progress"] == 100
+    assert summary["counts"]["done"] == 2
+    for ref in accepted["jobs"]:
+        job = requests.get(ref["url"], timeout=10).json()
+        assert job["batch_id"] == accepted["batch_id"]
+        assert wer(JFK_REFERENCE, job["result"]["text"]) <= JFK_WER_BASE_CT2
+
+
+def test_batch_with_one_bad_file_is_refused_whole(service, clips, settings):
+    from transcription.models import Upload
+
+    uploads = Path(settings.MEDIA_ROOT) / "uploads"
+    before = set(uploads.iterdir()) if uploads.exists() else set()
+    with open(clips["wav"], "rb") as a, open(clips["text_as_mp3"], "rb") as b:
+        resp = requests.post(f"{service}/transcribe/batch",
+                             files=[("files", ("good.wav", a)), ("files", ("bad.mp3", b))],
+                             data={"language": "en", "model": "base"}, timeout=60)
+    assert resp.status_code == 422 and resp.json()["detail"].startswith("bad.mp3: ")
+    assert not Upload.objects.exists()
+    assert (set(uploads.iterdir()) if uploads.exists() else set()) == before
+    assert requests.get(f"{service}/batch/00000000-0000-0000-0000-000000000000", timeout=10).status_code == 404

@@ -1,20 +1,24 @@
-"""The REST API (django-ninja): the specification's endpoints. Handlers parse, call services, shape."""
+"""The REST API (django-ninja): the specification's endpoints, batches, result downloads, and the
+OpenAI-compatible /v1 routes. Handlers parse, call services, shape the answer."""
 from __future__ import annotations
 
 import logging
+from urllib.parse import quote
 from uuid import UUID
 
+import pydantic
 from django.conf import settings
-from urllib.parse import quote
-
 from django.http import HttpRequest, HttpResponse
-from ninja import File, Form, NinjaAPI, Status
-from ninja.errors import HttpError, ValidationError
+from ninja import File, Form, NinjaAPI, Query, Schema, Status
+from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.files import UploadedFile
+from pydantic import Field
 
-from . import services
-from .models import Job
-from .schemas import Error, JobAccepted, JobOut, ModelsOut, TranscribeOptions, TranscribeResult
+from . import formats, services
+from .auth import API_AUTH
+from .models import Batch, Job
+from .schemas import (BatchAccepted, BatchOut, Error, JobAccepted, JobOut, ModelsOut,
+                      TranscribeOptions, TranscribeResult)
 from .uploads import UploadRejected
 
 log = logging.getLogger("transcription")
@@ -22,82 +26,152 @@ log = logging.getLogger("transcription")
 api = NinjaAPI(
     title="Whisper transcription service",
     version="1.0.0",
-    description="Speech to text with Whisper (MLX on Apple Silicon, CTranslate2 elsewhere).",
+    description="Speech to text with Whisper (MLX on Apple Silicon, CTranslate2 elsewhere). "
+    "Also speaks the OpenAI audio API under /v1.",
     urls_namespace="api",
+    auth=API_AUTH,
 )
+
+OPENAI_CODES = {401: "invalid_api_key", 404: "not_found", 413: "file_too_large", 415: "unsupported_file"}
+
+
+def error_response(request: HttpRequest, status: int, message: str, field: str | None = None,
+                   errors: list | None = None) -> HttpResponse:
+    """Errors in this API's shape, or in OpenAI's under /v1 (where validation errors are 400)."""
+    if request.path.startswith("/v1/"):
+        status = 400 if status == 422 else status
+        kind = "server_error" if status >= 500 else "invalid_request_error"
+        body = {"error": {"message": message, "type": kind, "param": field,
+                          "code": OPENAI_CODES.get(status)}}
+    else:
+        body = {"detail": message}
+        if field:
+            body["field"] = field
+        if errors:
+            body["errors"] = errors
+    return api.create_response(request, body, status=status)
 
 
 @api.exception_handler(services.ServiceError)
 def _service_error(request: HttpRequest, exc: services.ServiceError):
-    body = {"detail": exc.message}
-    if exc.field:
-        body["field"] = exc.field
-    return api.create_response(request, body, status=exc.status)
+    return error_response(request, exc.status, exc.message, exc.field)
 
 
 @api.exception_handler(UploadRejected)
 def _upload_rejected(request: HttpRequest, exc: UploadRejected):
-    return api.create_response(request, {"detail": exc.message, "field": "file"}, status=exc.status)
+    return error_response(request, exc.status, exc.message, "file")
+
+
+def _field_errors(errors, skip_prefix: bool) -> list[dict]:
+    problems = []
+    for err in errors:
+        loc = [str(p) for p in err.get("loc", ())]
+        field = ".".join(loc[1:] if skip_prefix else loc) or "request"
+        problems.append({"field": field, "message": err.get("msg", "invalid")})
+    return problems
+
+
+def _validation_response(request: HttpRequest, problems: list[dict]) -> HttpResponse:
+    rejection = getattr(request, "upload_rejection", None)
+    if rejection is not None:  # the upload handler stopped reading; that is the real problem
+        return _upload_rejected(request, rejection)
+    summary = "; ".join(f"{p['field']}: {p['message']}" for p in problems)
+    field = problems[0]["field"] if len(problems) == 1 else None
+    return error_response(request, 422, summary, field, problems)
 
 
 @api.exception_handler(ValidationError)
 def _validation_error(request: HttpRequest, exc: ValidationError):
-    rejection = getattr(request, "upload_rejection", None)
-    if rejection is not None:  # the upload handler stopped reading; that is the real problem
-        return _upload_rejected(request, rejection)
-    problems = []
-    for err in exc.errors:
-        field = ".".join(str(p) for p in err.get("loc", ())[1:]) or "request"
-        problems.append({"field": field, "message": err.get("msg", "invalid")})
-    summary = "; ".join(f"{p['field']}: {p['message']}" for p in problems)
-    return api.create_response(request, {"detail": summary, "errors": problems}, status=422)
+    return _validation_response(request, _field_errors(exc.errors, skip_prefix=True))
+
+
+@api.exception_handler(pydantic.ValidationError)
+def _pydantic_error(request: HttpRequest, exc: pydantic.ValidationError):
+    return _validation_response(request, _field_errors(exc.errors(), skip_prefix=False))
+
+
+@api.exception_handler(AuthenticationError)
+def _unauthorised(request: HttpRequest, exc: AuthenticationError):
+    response = error_response(request, 401, "missing or invalid API token: send"
+                              " 'Authorization: Bearer <token>' (tokens are set with API_TOKENS)")
+    response["WWW-Authenticate"] = "Bearer"
+    return response
 
 
 @api.exception_handler(Exception)
 def _unexpected(request: HttpRequest, exc: Exception):
     if isinstance(exc, HttpError):
-        return api.create_response(request, {"detail": str(exc)}, status=exc.status_code)
+        return error_response(request, exc.status_code, str(exc))
     log.exception("event=api_error path=%s", request.path)
-    return api.create_response(
-        request, {"detail": f"internal error ({type(exc).__name__}); see the server log"}, status=500
-    )
+    return error_response(request, 500, f"internal error ({type(exc).__name__}); see the server log")
 
 
-def _job_url(request: HttpRequest, job: Job) -> str:
-    return request.build_absolute_uri(f"/job/{job.id}")
+def _url(request: HttpRequest, path: str) -> str:
+    return request.build_absolute_uri(path)
 
 
-@api.post(
-    "/transcribe",
-    response={200: TranscribeResult, 202: JobAccepted, 400: Error, 409: Error, 413: Error,
-              415: Error, 422: Error, 500: Error, 503: Error},
-    summary="Transcribe or translate an audio/video file",
-)
-def transcribe(request: HttpRequest, file: UploadedFile = File(...),
-               options: Form[TranscribeOptions] = None):
+def _job(job_id: UUID) -> Job:
+    job = Job.objects.select_related("upload").filter(pk=job_id).first()
+    if job is None:
+        raise services.ServiceError(404, f"no job with id {job_id}")
+    return job
+
+
+def _rejected_upload(request: HttpRequest) -> None:
     rejection = getattr(request, "upload_rejection", None)
     if rejection is not None:
         raise rejection
+
+
+ERRORS = {400: Error, 401: Error, 404: Error, 409: Error, 410: Error, 413: Error, 415: Error,
+          422: Error, 500: Error, 503: Error}
+
+
+@api.post("/transcribe", response={200: TranscribeResult, 202: JobAccepted, **ERRORS},
+          summary="Transcribe or translate an audio/video file")
+def transcribe(request: HttpRequest, file: UploadedFile = File(...),
+               options: Form[TranscribeOptions] = None):
+    _rejected_upload(request)
     options = options or TranscribeOptions()
     job = services.create_job(file, options)
-    if not options.wait:
-        return Status(202, {"job_id": job.id, "status": job.status, "url": _job_url(request, job)})
-    job = services.wait_for(job, settings.TRANSCRIBE_WAIT_SECONDS)
+    if options.wait:
+        job = services.wait_for(job, settings.TRANSCRIBE_WAIT_SECONDS)
     if job.status == Job.Status.DONE:
         return Status(200, job.result)
     if job.status == Job.Status.FAILED:
-        return Status((422 if job.error_code == "bad_audio" else 500), {"detail": job.error})
+        return Status(422 if job.error_code == "bad_audio" else 500, {"detail": job.error})
     if job.status == Job.Status.CANCELLED:
         return Status(409, {"detail": f"job {job.id} was cancelled"})
-    return Status(202, {"job_id": job.id, "status": job.status, "url": _job_url(request, job)})
+    return Status(202, {"job_id": job.id, "status": job.status, "url": _url(request, f"/job/{job.id}")})
 
 
-@api.get("/job/{job_id}", response={200: JobOut, 404: Error}, summary="A job's status and result")
+@api.post("/transcribe/batch", response={202: BatchAccepted, **ERRORS},
+          summary="Several files with shared options: one job each, run through the same queue")
+def transcribe_batch(request: HttpRequest, files: list[UploadedFile] = File(...),
+                     options: Form[TranscribeOptions] = None):
+    _rejected_upload(request)
+    batch = services.create_batch(files, options or TranscribeOptions())
+    jobs = batch.jobs.select_related("upload").order_by("created_at", "id")
+    return Status(202, {
+        "batch_id": batch.id,
+        "url": _url(request, f"/batch/{batch.id}"),
+        "jobs": [{"job_id": j.id, "file": j.upload.original_name, "url": _url(request, f"/job/{j.id}")}
+                 for j in jobs],
+    })
+
+
+@api.get("/batch/{batch_id}", response={200: BatchOut, **ERRORS}, summary="A batch's jobs, aggregated")
+def batch_status(request: HttpRequest, batch_id: UUID):
+    batch = Batch.objects.filter(pk=batch_id).first()
+    if batch is None:
+        raise services.ServiceError(404, f"no batch with id {batch_id}")
+    return services.batch_summary(batch)
+
+
+@api.get("/job/{job_id}", response={200: JobOut, **ERRORS}, summary="A job's status and result")
 def job_status(request: HttpRequest, job_id: UUID):
-    job = Job.objects.select_related("upload").filter(pk=job_id).first()
-    if job is None:
-        return Status(404, {"detail": f"no job with id {job_id}"})
-    return Status(200, {
+    job = _job(job_id)
+    return {
         "job_id": job.id,
         "status": job.status,
         "progress": job.progress,
@@ -113,20 +187,29 @@ def job_status(request: HttpRequest, job_id: UUID):
         "duration": job.audio_duration or job.upload.duration,
         "error": job.error or None,
         "options": job.options,
+        "batch_id": job.batch_id,
         "result": job.result if job.status == Job.Status.DONE else None,
-    })
+    }
 
 
-@api.get(
-    "/job/{job_id}/result",
-    response={200: None, 404: Error, 409: Error, 422: Error},
-    summary="A finished job's result as a file: txt, srt, vtt or json",
-)
-def job_result(request: HttpRequest, job_id: UUID, format: str = "txt"):
-    job = Job.objects.select_related("upload").filter(pk=job_id).first()
-    if job is None:
-        return Status(404, {"detail": f"no job with id {job_id}"})
-    body, content_type, filename = services.result_file(job, format)
+@api.post("/job/{job_id}/cancel", response={200: JobAccepted, **ERRORS}, summary="Cancel a queued or running job")
+def job_cancel(request: HttpRequest, job_id: UUID):
+    job = services.cancel(_job(job_id))
+    return {"job_id": job.id, "status": job.status, "url": _url(request, f"/job/{job.id}")}
+
+
+class ResultQuery(Schema):
+    format: str = Field("txt", description="txt, srt, vtt, tsv or json")
+    max_line_width: int | None = Field(None, ge=1, le=1000, description="srt/vtt: characters per line")
+    max_line_count: int | None = Field(None, ge=1, le=100, description="srt/vtt: lines per cue")
+    highlight_words: bool = Field(False, description="srt/vtt: underline each word as it is spoken")
+
+
+@api.get("/job/{job_id}/result", response={200: None, **ERRORS},
+         summary="A finished job's result as a file: txt, srt, vtt, tsv or json")
+def job_result(request: HttpRequest, job_id: UUID, query: Query[ResultQuery]):
+    subtitles = formats.SubtitleOptions(query.max_line_width, query.max_line_count, query.highlight_words)
+    body, content_type, filename = services.result_file(_job(job_id), query.format, subtitles)
     response = HttpResponse(body, content_type=content_type)
     response["Content-Disposition"] = f"attachment; filename*=UTF-8''{quote(filename)}"
     return response
@@ -137,7 +220,12 @@ def models(request: HttpRequest):
     return services.models_listing()
 
 
-@api.get("/health", summary="Database, queue, FFmpeg, engine and models, each checked")
+@api.get("/health", auth=None, summary="Database, queue, FFmpeg, engine and models, each checked")
 def health(request: HttpRequest):
     report = services.health()
     return api.create_response(request, report, status=200 if report["status"] == "ok" else 503)
+
+
+from .openai_compat import router as openai_router  # noqa: E402  (needs `api` defined above)
+
+api.add_router("/v1", openai_router)

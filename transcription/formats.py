@@ -1,11 +1,13 @@
 """Result writers (txt, srt, vtt, json) and the JSON sanitiser every result passes through."""
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
 import tempfile
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -46,33 +48,64 @@ def timestamp(seconds: float, separator: str = ".", always_hours: bool = True) -
     return f"{head}{minutes:02d}:{secs:02d}{separator}{millis:03d}"
 
 
-def to_txt(result: Mapping) -> str:
+@dataclass(frozen=True)
+class SubtitleOptions:
+    """Line shaping for srt/vtt, as Whisper's writers take it (word timestamps needed)."""
+
+    max_line_width: int | None = None
+    max_line_count: int | None = None
+    highlight_words: bool = False
+
+    def as_writer_options(self) -> dict:
+        return {"max_line_width": self.max_line_width, "max_line_count": self.max_line_count,
+                "highlight_words": self.highlight_words}
+
+
+def _for_writer(result: Mapping) -> dict:
+    """Whisper's writers shape cues from words when the segments carry them, else one cue per
+    segment; our segments have no words when word_timestamps was off."""
+    segments = list(result.get("segments") or [])
+    if any(seg.get("words") for seg in segments):
+        return {**result, "segments": [{**seg, "words": seg.get("words") or []} for seg in segments]}
+    return {**result, "segments": [{k: v for k, v in seg.items() if k != "words"} for seg in segments]}
+
+
+def _write_with(writer_cls, result: Mapping, options: SubtitleOptions | None = None) -> str:
+    # mlx-whisper ships OpenAI Whisper's writers (line splitting, word highlighting, timestamps):
+    # reuse them rather than keep a second copy of that logic.
+    buffer = io.StringIO()
+    writer_cls(".").write_result(_for_writer(result), file=buffer,
+                                 options=(options or SubtitleOptions()).as_writer_options())
+    return buffer.getvalue()
+
+
+def to_txt(result: Mapping, options: SubtitleOptions | None = None) -> str:
     return (result.get("text") or "").strip() + "\n"
 
 
-def to_srt(result: Mapping) -> str:
-    blocks = []
-    for i, seg in enumerate(result.get("segments") or [], start=1):
-        start = timestamp(seg["start"], ",")
-        end = timestamp(seg["end"], ",")
-        blocks.append(f"{i}\n{start} --> {end}\n{seg['text'].strip()}\n")
-    return "\n".join(blocks)
+def to_srt(result: Mapping, options: SubtitleOptions | None = None) -> str:
+    from mlx_whisper.writers import WriteSRT
+
+    return _write_with(WriteSRT, result, options)
 
 
-def to_vtt(result: Mapping) -> str:
-    lines = ["WEBVTT", ""]
-    for seg in result.get("segments") or []:
-        lines.append(f"{timestamp(seg['start'])} --> {timestamp(seg['end'])}")
-        lines.append(seg["text"].strip())
-        lines.append("")
-    return "\n".join(lines)
+def to_vtt(result: Mapping, options: SubtitleOptions | None = None) -> str:
+    from mlx_whisper.writers import WriteVTT
+
+    return _write_with(WriteVTT, result, options)
 
 
-def to_json(result: Mapping) -> str:
+def to_tsv(result: Mapping, options: SubtitleOptions | None = None) -> str:
+    from mlx_whisper.writers import WriteTSV
+
+    return _write_with(WriteTSV, result)
+
+
+def to_json(result: Mapping, options: SubtitleOptions | None = None) -> str:
     return dumps(result) + "\n"
 
 
-WRITERS = {"txt": to_txt, "srt": to_srt, "vtt": to_vtt, "json": to_json}
+WRITERS = {"txt": to_txt, "srt": to_srt, "vtt": to_vtt, "tsv": to_tsv, "json": to_json}
 
 
 def write_atomic(path: Path, text: str) -> None:

@@ -25,6 +25,21 @@ class Upload(models.Model):
         return self.original_name
 
 
+class Batch(models.Model):
+    """Several uploads sent together with one set of options; each file is its own job."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    options = models.JSONField(default=dict)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name_plural = "batches"
+
+    def __str__(self) -> str:
+        return str(self.id)
+
+
 class JobStatus(models.TextChoices):
     QUEUED = "queued"
     RUNNING = "running"
@@ -45,6 +60,9 @@ class Job(models.Model):
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     upload = models.ForeignKey(Upload, on_delete=models.CASCADE, related_name="jobs")
+    batch = models.ForeignKey(
+        Batch, on_delete=models.SET_NULL, null=True, blank=True, related_name="jobs"
+    )
     options = models.JSONField(default=dict, help_text="Every request option, validated.")
     requested_model = models.CharField(max_length=40, blank=True)
     requested_engine = models.CharField(max_length=20, blank=True)

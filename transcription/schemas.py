@@ -171,7 +171,37 @@ class JobOut(Schema):
     duration: float | None
     error: str | None
     options: dict[str, Any]
+    batch_id: UUID | None = None
     result: TranscribeResult | None = None
+
+
+class JobRef(Schema):
+    job_id: UUID
+    file: str
+    url: str
+
+
+class BatchAccepted(Schema):
+    batch_id: UUID
+    url: str
+    jobs: list[JobRef]
+
+
+class BatchJob(Schema):
+    job_id: UUID
+    file: str
+    status: str
+    progress: float
+    error: str | None
+
+
+class BatchOut(Schema):
+    batch_id: UUID
+    status: str = Field(description="queued, running, done, partial (some failed) or failed")
+    progress: float
+    counts: dict[str, int]
+    created_at: datetime
+    jobs: list[BatchJob]
 
 
 class ModelOut(Schema):

@@ -19,7 +19,7 @@ from django.db import connection, transaction
 from . import audio, engines, formats, modelstore
 from .engines import Cancelled, DecodeOptions, EngineUnavailable
 from .languages import AUTO
-from .models import Job, TransitionError, Upload
+from .models import Batch, Job, TransitionError, Upload
 from .schemas import TranscribeOptions, parse_suppress_tokens, parse_temperature
 from .uploads import check_extension, safe_name
 
@@ -128,47 +128,125 @@ def _media(rel: str) -> Path:
     return Path(settings.MEDIA_ROOT) / rel
 
 
-def create_job(uploaded: UploadedFile, options: TranscribeOptions) -> Job:
-    """Validate the file and the options, store the upload, and queue a job for it."""
+def _check_file(uploaded: UploadedFile) -> None:
+    check_extension(uploaded.name or "")  # UploadRejected(415) reaches the caller as is
+    if not uploaded.size:
+        raise ServiceError(400, f"{uploaded.name}: the uploaded file is empty (0 bytes)", "file")
+
+
+@dataclass
+class _Stored:
+    """An upload moved into MEDIA_ROOT and probed, not yet recorded."""
+
+    job_id: uuid.UUID
+    name: str
+    rel: str
+    path: Path
+    probe: audio.Probe
+    sha256: str
+    content_type: str
+
+    def record(self) -> Upload:
+        return Upload.objects.create(
+            original_name=self.name[:255], stored_path=self.rel, size=self.path.stat().st_size,
+            content_type=self.content_type[:100], sha256=self.sha256, duration=self.probe.duration,
+        )
+
+
+def _store(uploaded: UploadedFile) -> _Stored:
+    """Move the streamed upload under MEDIA_ROOT and check that FFmpeg finds audio in it."""
     name = uploaded.name or ""
-    check_extension(name)  # UploadRejected(415) reaches the caller as is
-    if uploaded.size == 0:
-        raise ServiceError(400, "the uploaded file is empty (0 bytes)", "file")
-    chosen = plan(options)
-    path = Path(uploaded.temporary_file_path()) if hasattr(uploaded, "temporary_file_path") else None
     job_id = uuid.uuid4()
-    stored_rel = f"uploads/{job_id}_{safe_name(name)}"
-    target = _media(stored_rel)
+    rel = f"uploads/{job_id}_{safe_name(name)}"
+    target = _media(rel)
     target.parent.mkdir(parents=True, exist_ok=True)
-    if path is not None:
-        shutil.move(str(path), target)
+    if hasattr(uploaded, "temporary_file_path"):
+        shutil.move(uploaded.temporary_file_path(), target)
     else:
         with open(target, "wb") as out:
             for chunk in uploaded.chunks():
                 out.write(chunk)
     try:
         probed = audio.probe(target)
+        sha = getattr(uploaded, "sha256", "") or _sha256(target)
     except audio.AudioError as exc:
         target.unlink(missing_ok=True)
         raise ServiceError(422, f"{name}: {exc}", "file") from None
-    except Exception:
+    except BaseException:
         target.unlink(missing_ok=True)
         raise
-    sha = getattr(uploaded, "sha256", "") or _sha256(target)
+    return _Stored(job_id, name, rel, target, probed, sha, getattr(uploaded, "content_type", "") or "")
+
+
+def create_job(uploaded: UploadedFile, options: TranscribeOptions, enqueue: bool = True) -> Job:
+    """Validate the file and the options, store the upload, and queue a job for it.
+
+    With enqueue=False the job is only recorded: the caller runs it itself (run_job)."""
+    _check_file(uploaded)
+    chosen = plan(options)
+    stored = _store(uploaded)
     try:
         with transaction.atomic():
-            upload = Upload.objects.create(
-                original_name=name[:255],
-                stored_path=stored_rel,
-                size=target.stat().st_size,
-                content_type=(uploaded.content_type or "")[:100],
-                sha256=sha,
-                duration=probed.duration,
-            )
-            return _queue(upload, options, chosen, job_id)
-    except Exception:
-        target.unlink(missing_ok=True)
+            return _queue(stored.record(), options, chosen, stored.job_id, enqueue=enqueue)
+    except BaseException:
+        stored.path.unlink(missing_ok=True)
         raise
+
+
+MAX_BATCH_FILES = 100
+
+
+def create_batch(files: list[UploadedFile], options: TranscribeOptions) -> Batch:
+    """All files or none: each is checked and stored before any job is queued."""
+    if not files:
+        raise ServiceError(422, "send at least one file (field 'files')", "files")
+    if len(files) > MAX_BATCH_FILES:
+        raise ServiceError(422, f"at most {MAX_BATCH_FILES} files per batch", "files")
+    for uploaded in files:
+        _check_file(uploaded)
+    chosen = plan(options)
+    stored: list[_Stored] = []
+    try:
+        for uploaded in files:
+            stored.append(_store(uploaded))
+        with transaction.atomic():
+            batch = Batch.objects.create(options=options.model_dump(exclude={"wait"}))
+            for item in stored:
+                _queue(item.record(), options, chosen, item.job_id, batch)
+    except BaseException:
+        for item in stored:
+            item.path.unlink(missing_ok=True)
+        raise
+    log.info("batch=%s event=queued files=%d", batch.id, len(stored))
+    return batch
+
+
+def batch_summary(batch: Batch) -> dict:
+    """Aggregate status and progress of a batch's jobs."""
+    jobs = list(batch.jobs.select_related("upload").order_by("created_at", "id"))
+    counts = {status: 0 for status in Job.Status.values}
+    for job in jobs:
+        counts[job.status] += 1
+    total = len(jobs)
+    if counts["done"] == total:
+        status = "done"
+    elif counts["queued"] == total:
+        status = "queued"
+    elif counts["queued"] or counts["running"]:
+        status = "running"
+    elif counts["done"]:
+        status = "partial"
+    else:
+        status = "failed"
+    return {
+        "batch_id": batch.id,
+        "status": status,
+        "progress": round(sum(j.progress for j in jobs) / total, 1) if total else 0.0,
+        "counts": counts,
+        "created_at": batch.created_at,
+        "jobs": [{"job_id": j.id, "file": j.upload.original_name, "status": j.status,
+                  "progress": j.progress, "error": j.error or None} for j in jobs],
+    }
 
 
 def retry(job: Job, options: TranscribeOptions | None = None) -> Job:
@@ -183,16 +261,19 @@ def retry(job: Job, options: TranscribeOptions | None = None) -> Job:
         return _queue(job.upload, options, chosen, uuid.uuid4())
 
 
-def _queue(upload: Upload, options: TranscribeOptions, chosen: Plan, job_id: uuid.UUID) -> Job:
+def _queue(upload: Upload, options: TranscribeOptions, chosen: Plan, job_id: uuid.UUID,
+           batch: Batch | None = None, enqueue: bool = True) -> Job:
     """Create the job row; it is handed to the queue once the transaction commits."""
     job = Job.objects.create(
         id=job_id,
         upload=upload,
+        batch=batch,
         options=options.model_dump(exclude={"model", "engine", "wait"}),
         requested_model=chosen.model,
         requested_engine=chosen.engine,
     )
-    transaction.on_commit(lambda: _enqueue(job))
+    if enqueue:
+        transaction.on_commit(lambda: _enqueue(job))
     log.info("job=%s event=queued file=%r size=%d model=%s engine=%s", job.id, upload.original_name,
              upload.size, chosen.model, chosen.engine)
     return job
@@ -333,6 +414,8 @@ def build_result(job: Job, transcript, offset: float, duration: float, timings: 
             "start": round(seg.start, 3),
             "end": round(seg.end, 3),
             "text": seg.text.strip(),
+            "seek": seg.seek,
+            "tokens": seg.tokens,
             "avg_logprob": seg.avg_logprob,
             "no_speech_prob": seg.no_speech_prob,
             "compression_ratio": seg.compression_ratio,
@@ -394,11 +477,13 @@ CONTENT_TYPES = {
     "txt": "text/plain; charset=utf-8",
     "srt": "application/x-subrip; charset=utf-8",
     "vtt": "text/vtt; charset=utf-8",
+    "tsv": "text/tab-separated-values; charset=utf-8",
     "json": "application/json; charset=utf-8",
 }
 
 
-def result_file(job: Job, fmt: str) -> tuple[str, str, str]:
+def result_file(job: Job, fmt: str, subtitles: formats.SubtitleOptions | None = None
+                ) -> tuple[str, str, str]:
     """(body, content type, download name) of a finished job's result in format `fmt`."""
     fmt = (fmt or "txt").lower()
     if fmt not in formats.WRITERS:
@@ -407,7 +492,7 @@ def result_file(job: Job, fmt: str) -> tuple[str, str, str]:
     if job.status != Job.Status.DONE or not job.result:
         raise ServiceError(409, f"job {job.id} has no result (status: {job.status})")
     stem = Path(job.upload.original_name).stem or "transcript"
-    return formats.WRITERS[fmt](job.result), CONTENT_TYPES[fmt], f"{stem}.{fmt}"
+    return formats.WRITERS[fmt](job.result, subtitles), CONTENT_TYPES[fmt], f"{stem}.{fmt}"
 
 
 def cancel(job: Job) -> Job:

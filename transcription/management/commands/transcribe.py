@@ -1,0 +1,89 @@
+"""manage.py transcribe FILE... : the same services as the API, from a terminal, with progress bars."""
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pydantic
+from django.core.files import File
+from django.core.management.base import BaseCommand, CommandError
+from tqdm import tqdm
+
+from transcription import formats, services
+from transcription.models import Job
+from transcription.schemas import TranscribeOptions
+from transcription.uploads import UploadRejected
+
+
+class Command(BaseCommand):
+    help = "Transcribe files through the service's pipeline and write the results next to them."
+
+    def add_arguments(self, parser):
+        parser.add_argument("files", nargs="+", type=Path)
+        parser.add_argument("--model", default=None, help="default: the service's default model")
+        parser.add_argument("--engine", default=None, choices=["auto", "mlx", "ctranslate2"])
+        parser.add_argument("--language", default="auto", help="code, name or auto (default: auto)")
+        parser.add_argument("--task", default="transcribe", choices=["transcribe", "translate"])
+        parser.add_argument("--format", default="txt",
+                            help=f"comma-separated: {', '.join(formats.WRITERS)} (default: txt)")
+        parser.add_argument("--output-dir", type=Path, default=None,
+                            help="default: beside each input file")
+        parser.add_argument("--no-word-timestamps", action="store_true")
+        parser.add_argument("--queue", action="store_true",
+                            help="hand the jobs to the Huey queue (a running consumer does the work)")
+
+    def handle(self, files, model, engine, language, task, format, output_dir, no_word_timestamps,
+               queue, **_):
+        wanted = [f.strip().lower() for f in format.split(",") if f.strip()]
+        unknown = [f for f in wanted if f not in formats.WRITERS]
+        if unknown or not wanted:
+            raise CommandError(f"unknown format {', '.join(unknown) or format!r}; choose from "
+                               f"{', '.join(formats.WRITERS)}")
+        try:
+            options = TranscribeOptions(model=model, engine=engine, language=language, task=task,
+                                        word_timestamps=not no_word_timestamps)
+        except pydantic.ValidationError as exc:
+            raise CommandError("; ".join(f"{e['loc'][0]}: {e['msg']}" for e in exc.errors())) from None
+        failures = 0
+        for path in files:
+            try:
+                job = self._transcribe(path, options, queue)
+            except (services.ServiceError, UploadRejected, OSError) as exc:
+                failures += 1
+                self.stderr.write(f"{path}: {getattr(exc, 'message', exc)}")
+                continue
+            if job.status != Job.Status.DONE:
+                failures += 1
+                self.stderr.write(f"{path}: {job.status}: {job.error}")
+                continue
+            target_dir = output_dir or path.parent
+            target_dir.mkdir(parents=True, exist_ok=True)
+            for fmt in wanted:
+                body, _, name = services.result_file(job, fmt)
+                out = target_dir / f"{path.stem}.{fmt}"
+                formats.write_atomic(out, body)
+                self.stdout.write(f"{path} -> {out}")
+        if failures:
+            raise CommandError(f"{failures} of {len(files)} file(s) failed")
+
+    def _transcribe(self, path: Path, options: TranscribeOptions, queue: bool) -> Job:
+        if not path.is_file():
+            raise OSError(f"no such file: {path}")
+        with open(path, "rb") as fh:
+            job = services.create_job(File(fh, name=path.name), options, enqueue=queue)
+        worker = None
+        if not queue:
+            worker = threading.Thread(target=services.run_job, args=(str(job.id),), daemon=True)
+            worker.start()
+        with tqdm(total=100, desc=path.name, unit="%", bar_format="{l_bar}{bar}| {n:.0f}/100 [{elapsed}<{remaining}]",
+                  file=self.stderr._out) as bar:
+            while True:
+                job.refresh_from_db()
+                bar.update(job.progress - bar.n)
+                if job.is_final:
+                    break
+                time.sleep(0.2)
+        if worker is not None:
+            worker.join()
+        return job
