@@ -141,8 +141,15 @@ WHISPER_ENGINE = os.getenv("WHISPER_ENGINE", "auto")
 WHISPER_DEFAULT_MODEL = os.getenv("WHISPER_DEFAULT_MODEL", "")
 WHISPER_CPU_THREADS = int(os.getenv("WHISPER_CPU_THREADS", "0"))
 FFMPEG_BINARY = os.getenv("FFMPEG_BINARY", "")
+# Crash recovery: a running job's worker beats every JOB_HEARTBEAT_SECONDS; a job silent for
+# JOB_STALE_SECONDS is requeued, up to JOB_MAX_ATTEMPTS starts, then failed with the reason.
+JOB_HEARTBEAT_SECONDS = float(os.getenv("JOB_HEARTBEAT_SECONDS", "10"))
+JOB_STALE_SECONDS = float(os.getenv("JOB_STALE_SECONDS", "60"))
+JOB_MAX_ATTEMPTS = int(os.getenv("JOB_MAX_ATTEMPTS", "3"))
 # Optional API bearer tokens (comma-separated); unset, the API is open, as the spec intends locally.
 API_TOKENS = envlist("API_TOKENS", "")
+# Per-client limit on creating jobs (POST /transcribe, /transcribe/batch, /v1/audio/*): e.g. "30/min".
+JOB_RATE_LIMIT = os.getenv("JOB_RATE_LIMIT", "") or None
 # How long POST /transcribe waits for its job before answering 202 with the job's URL.
 TRANSCRIBE_WAIT_SECONDS = float(os.getenv("TRANSCRIBE_WAIT_SECONDS", "3600"))
 
@@ -159,6 +166,8 @@ HUEY = {
         "initial_delay": 0.1,
         "backoff": 1.15,
         "max_delay": float(os.getenv("HUEY_MAX_DELAY", "1.0")),
+        # Ctrl-C/SIGINT waits this long for running jobs, then they are handed back to the queue.
+        "shutdown_timeout": float(os.getenv("HUEY_SHUTDOWN_TIMEOUT", "30")),
     },
 }
 if _redis_url:
@@ -170,6 +179,11 @@ else:
             "filename": os.getenv("HUEY_SQLITE_PATH", str(DATA_DIR / "huey.sqlite3")),
         }
     )
+
+# The cache holds rate-limit counters: per process by default, shared through Redis when configured.
+CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+if _redis_url:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": _redis_url}}
 
 LOGGING = {
     "version": 1,

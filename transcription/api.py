@@ -7,6 +7,7 @@ from urllib.parse import quote
 from uuid import UUID
 
 import pydantic
+from django.db import InterfaceError, OperationalError
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from ninja import File, Form, NinjaAPI, Query, Schema, Status
@@ -15,7 +16,7 @@ from ninja.files import UploadedFile
 from pydantic import Field
 
 from . import formats, services
-from .auth import API_AUTH
+from .auth import API_AUTH, JOB_THROTTLE
 from .models import Batch, Job
 from .schemas import (BatchAccepted, BatchOut, Error, JobAccepted, JobOut, ModelsOut,
                       TranscribeOptions, TranscribeResult)
@@ -101,7 +102,14 @@ def _unauthorised(request: HttpRequest, exc: AuthenticationError):
 @api.exception_handler(Exception)
 def _unexpected(request: HttpRequest, exc: Exception):
     if isinstance(exc, HttpError):
-        return error_response(request, exc.status_code, str(exc))
+        response = error_response(request, exc.status_code, str(exc))
+        if exc.status_code == 429:
+            response["Retry-After"] = "60"
+        return response
+    if isinstance(exc, (OperationalError, InterfaceError)):
+        log.error("event=database_unavailable path=%s error=%r", request.path, str(exc)[:200])
+        return error_response(request, 503, "the database is unavailable; try again later"
+                              " (GET /health shows which dependency failed)")
     log.exception("event=api_error path=%s", request.path)
     return error_response(request, 500, f"internal error ({type(exc).__name__}); see the server log")
 
@@ -128,7 +136,7 @@ ERRORS = {400: Error, 401: Error, 404: Error, 409: Error, 410: Error, 413: Error
 
 
 @api.post("/transcribe", response={200: TranscribeResult, 202: JobAccepted, **ERRORS},
-          summary="Transcribe or translate an audio/video file")
+          throttle=JOB_THROTTLE, summary="Transcribe or translate an audio/video file")
 def transcribe(request: HttpRequest, file: UploadedFile = File(...),
                options: Form[TranscribeOptions] = None):
     _rejected_upload(request)
@@ -145,7 +153,7 @@ def transcribe(request: HttpRequest, file: UploadedFile = File(...),
     return Status(202, {"job_id": job.id, "status": job.status, "url": _url(request, f"/job/{job.id}")})
 
 
-@api.post("/transcribe/batch", response={202: BatchAccepted, **ERRORS},
+@api.post("/transcribe/batch", response={202: BatchAccepted, **ERRORS}, throttle=JOB_THROTTLE,
           summary="Several files with shared options: one job each, run through the same queue")
 def transcribe_batch(request: HttpRequest, files: list[UploadedFile] = File(...),
                      options: Form[TranscribeOptions] = None):

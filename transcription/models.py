@@ -88,6 +88,8 @@ class Job(models.Model):
     result_json_path = models.CharField(max_length=500, blank=True)
     result_text_path = models.CharField(max_length=500, blank=True)
     error = models.TextField(blank=True)
+    worker = models.CharField(max_length=100, blank=True, help_text="host:pid running it.")
+    heartbeat_at = models.DateTimeField(null=True, blank=True, db_index=True)
     error_code = models.CharField(
         max_length=20, blank=True, help_text="bad_audio (the input's fault) or engine_error."
     )
@@ -112,16 +114,45 @@ class Job(models.Model):
         for name, value in fields.items():
             setattr(self, name, value)
 
-    def start(self, engine: str, model: str) -> None:
+    def start(self, engine: str, model: str, worker: str = "") -> None:
+        now = timezone.now()
         self._move(
             (JobStatus.QUEUED,),
             status=JobStatus.RUNNING,
-            started_at=timezone.now(),
+            started_at=now,
+            heartbeat_at=now,
+            worker=worker[:100],
             engine=engine,
             model=model,
             progress=0.0,
-            attempts=self.attempts + 1,
+            attempts=models.F("attempts") + 1,
         )
+        self.refresh_from_db(fields=["attempts"])
+
+    def beat(self) -> bool:
+        """Say the worker is alive; False once the job is no longer this worker's to run."""
+        return bool(
+            Job.objects.filter(pk=self.pk, status=JobStatus.RUNNING, worker=self.worker).update(
+                heartbeat_at=timezone.now()
+            )
+        )
+
+    def requeue(self, *, expected_heartbeat=None, worker: str | None = None, refund: bool = False) -> bool:
+        """Put a running job back in the queue, if it is still in the state the caller saw.
+
+        `expected_heartbeat`: only if no heartbeat came since (the reaper's check);
+        `worker`: only if that worker runs it (a worker handing back its own job at shutdown);
+        `refund`: the interrupted attempt does not count against the retry limit.
+        """
+        rows = Job.objects.filter(pk=self.pk, status=JobStatus.RUNNING)
+        if expected_heartbeat is not None:
+            rows = rows.filter(heartbeat_at=expected_heartbeat)
+        if worker is not None:
+            rows = rows.filter(worker=worker)
+        fields = dict(status=JobStatus.QUEUED, worker="", heartbeat_at=None, progress=0.0, started_at=None)
+        if refund:
+            fields["attempts"] = models.F("attempts") - 1
+        return bool(rows.update(**fields))
 
     def finish(self, result: dict, json_path: str, text_path: str, **timings) -> None:
         with transaction.atomic():

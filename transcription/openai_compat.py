@@ -13,6 +13,7 @@ from ninja.files import UploadedFile
 from pydantic import Field
 
 from . import formats, modelstore, services
+from .auth import JOB_THROTTLE
 from .languages import LANGUAGES
 from .models import Job
 from .schemas import DEFAULT_TEMPERATURE, TranscribeOptions
@@ -103,7 +104,8 @@ def _answer(result: dict, response_format: str, task: str, granularities: list[s
     return JsonResponse(formats.jsonable(body))
 
 
-@router.post("/audio/transcriptions", response={200: None}, summary="OpenAI: create transcription")
+@router.post("/audio/transcriptions", response={200: None}, throttle=JOB_THROTTLE,
+             summary="OpenAI: create transcription")
 def transcriptions(request: HttpRequest, file: UploadedFile = File(...),
                    form: Form[TranscriptionForm] = None):
     form = form or TranscriptionForm()
@@ -111,7 +113,8 @@ def transcriptions(request: HttpRequest, file: UploadedFile = File(...),
     return _run(request, file, "transcribe", form, form.language, granularities)
 
 
-@router.post("/audio/translations", response={200: None}, summary="OpenAI: create translation (to English)")
+@router.post("/audio/translations", response={200: None}, throttle=JOB_THROTTLE,
+             summary="OpenAI: create translation (to English)")
 def translations(request: HttpRequest, file: UploadedFile = File(...),
                  form: Form[TranslationForm] = None):
     return _run(request, file, "translate", form or TranslationForm(), None, [])

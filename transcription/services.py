@@ -5,16 +5,22 @@ Views, API handlers, admin actions, commands and tasks call these functions and 
 from __future__ import annotations
 
 import logging
+import os
 import shutil
+import socket
 import tempfile
+import threading
 import time
 import uuid
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 from django.conf import settings
 from django.core.files.uploadedfile import UploadedFile
 from django.db import connection, transaction
+from django.db.models import Q
+from django.utils import timezone
 
 from . import audio, engines, formats, modelstore
 from .engines import Cancelled, DecodeOptions, EngineUnavailable
@@ -290,9 +296,19 @@ def _sha256(path: Path) -> str:
 
 
 def _enqueue(job: Job) -> None:
+    """Hand a committed job to Huey; if the queue is down, the job fails and the caller gets 503."""
     from .tasks import transcribe_job
 
-    transcribe_job(str(job.id))
+    try:
+        transcribe_job(str(job.id))
+    except Exception as exc:  # Redis/SQLite errors of many classes: all mean "queue unavailable"
+        reason = f"the job queue is unavailable ({type(exc).__name__}: {str(exc)[:200]})"
+        try:
+            job.fail(reason, "queue_unavailable")
+        except TransitionError:
+            pass
+        log.error("job=%s event=enqueue_failed reason=%r", job.id, reason)
+        raise ServiceError(503, f"{reason}; try again later") from None
 
 
 # --- running a job (in the worker) ---------------------------------------------------------------
@@ -327,13 +343,15 @@ def run_job(job_id: str) -> None:
         log.warning("job=%s event=missing", job_id)
         return
     try:
-        job.start(engine=job.requested_engine, model=job.requested_model)
+        job.start(engine=job.requested_engine, model=job.requested_model, worker=worker_id())
     except TransitionError as exc:
         log.info("job=%s event=skipped reason=%r", job_id, str(exc))
         return
-    log.info("job=%s event=started model=%s engine=%s", job.id, job.model, job.engine)
+    log.info("job=%s event=started model=%s engine=%s worker=%s attempt=%d", job.id, job.model,
+             job.engine, job.worker, job.attempts)
     work = Path(tempfile.mkdtemp(prefix=f"job-{job.id}-", dir=settings.FILE_UPLOAD_TEMP_DIR))
     began = time.monotonic()
+    heartbeat = _Heartbeat(job)
     try:
         _transcribe(job, work)
     except Cancelled:
@@ -345,7 +363,86 @@ def run_job(job_id: str) -> None:
         first_line = (str(exc).strip().splitlines() or [""])[0][:300]
         _fail(job, f"transcription failed: {type(exc).__name__}: {first_line}", "engine_error")
     finally:
+        heartbeat.stop()
         shutil.rmtree(work, ignore_errors=True)
+
+
+def worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class _Heartbeat:
+    """Refreshes the job's heartbeat from a side thread while the engine works."""
+
+    def __init__(self, job: Job) -> None:
+        self.job = job
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"heartbeat-{job.id}", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.wait(settings.JOB_HEARTBEAT_SECONDS):
+                if not self.job.beat():
+                    return
+        except Exception:  # a missed beat is not fatal; the reaper's margin covers several
+            log.warning("job=%s event=heartbeat_failed", self.job.id, exc_info=True)
+        finally:
+            connection.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+def reap_stale_jobs() -> dict[str, int]:
+    """Requeue running jobs whose worker stopped beating (killed, machine lost); after
+    JOB_MAX_ATTEMPTS starts, fail them with the reason. Safe to run anywhere, any number of times."""
+    cutoff = timezone.now() - timedelta(seconds=settings.JOB_STALE_SECONDS)
+    counts = {"requeued": 0, "failed": 0}
+    stale = Job.objects.filter(status=Job.Status.RUNNING).filter(
+        Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True, started_at__lt=cutoff))
+    for job in stale:
+        if job.attempts >= settings.JOB_MAX_ATTEMPTS:
+            reason = (f"the worker stopped responding during each of {job.attempts} attempts"
+                      f" (last: {job.worker or 'unknown'}); giving up")
+            if Job.objects.filter(pk=job.pk, status=Job.Status.RUNNING, heartbeat_at=job.heartbeat_at
+                                  ).update(status=Job.Status.FAILED, error=reason, error_code="worker_lost",
+                                           finished_at=timezone.now()):
+                counts["failed"] += 1
+                log.warning("job=%s event=failed code=worker_lost attempts=%d", job.id, job.attempts)
+            continue
+        with transaction.atomic():
+            if job.requeue(expected_heartbeat=job.heartbeat_at):
+                transaction.on_commit(lambda job=job: _enqueue(job))
+                counts["requeued"] += 1
+                log.warning("job=%s event=requeued reason=stale_heartbeat worker=%s attempts=%d",
+                            job.id, job.worker, job.attempts)
+    _remove_orphan_workdirs()
+    return counts
+
+
+def _remove_orphan_workdirs() -> None:
+    """Temporary audio of jobs that no worker on this machine runs any more (after a crash)."""
+    running = {str(pk) for pk in Job.objects.filter(status=Job.Status.RUNNING).values_list("pk", flat=True)}
+    for path in Path(settings.FILE_UPLOAD_TEMP_DIR).glob("job-*"):
+        job_id = path.name[len("job-"):len("job-") + 36]
+        if job_id not in running:
+            shutil.rmtree(path, ignore_errors=True)
+            log.info("job=%s event=workdir_removed path=%s", job_id, path)
+
+
+def requeue_own_jobs() -> int:
+    """At worker shutdown: hand this process's running jobs back to the queue, attempt refunded."""
+    me = worker_id()
+    count = 0
+    for job in Job.objects.filter(status=Job.Status.RUNNING, worker=me):
+        with transaction.atomic():
+            if job.requeue(worker=me, refund=True):
+                transaction.on_commit(lambda job=job: _enqueue(job))
+                count += 1
+                log.warning("job=%s event=requeued reason=worker_shutdown worker=%s", job.id, me)
+    return count
 
 
 def _fail(job: Job, reason: str, code: str) -> None:
@@ -502,6 +599,38 @@ def cancel(job: Job) -> Job:
     except TransitionError as exc:
         raise ServiceError(409, str(exc)) from None
     return job
+
+
+# --- housekeeping ----------------------------------------------------------------------------------
+
+
+def purge(older_than: timedelta, apply: bool = False) -> dict:
+    """Uploads whose jobs all ended before now - older_than: their files and rows.
+
+    Dry run unless `apply`; queued or running work is never touched."""
+    cutoff = timezone.now() - older_than
+    busy = Job.objects.filter(status__in=(Job.Status.QUEUED, Job.Status.RUNNING)).values("upload_id")
+    recent = Job.objects.filter(created_at__gte=cutoff).values("upload_id")
+    uploads = Upload.objects.filter(created_at__lt=cutoff).exclude(pk__in=busy).exclude(pk__in=recent)
+    report = {"uploads": 0, "jobs": 0, "files": 0, "bytes": 0}
+    for upload in uploads.prefetch_related("jobs"):
+        paths = [_media(upload.stored_path)]
+        for job in upload.jobs.all():
+            paths += [_media(p) for p in (job.result_json_path, job.result_text_path) if p]
+        existing = [p for p in paths if p.is_file()]
+        report["uploads"] += 1
+        report["jobs"] += upload.jobs.count()
+        report["files"] += len(existing)
+        report["bytes"] += sum(p.stat().st_size for p in existing)
+        if apply:
+            with transaction.atomic():
+                upload.delete()  # jobs cascade
+            for path in existing:
+                path.unlink(missing_ok=True)
+            log.info("upload=%s event=purged files=%d", upload.pk, len(existing))
+    if apply:
+        Batch.objects.filter(jobs__isnull=True, created_at__lt=cutoff).delete()
+    return report
 
 
 # --- health ----------------------------------------------------------------------------------------
