@@ -1,14 +1,164 @@
-"""Web pages. The upload page here is the simple one; the full UI is its own issue."""
-from django.shortcuts import render
+"""Web pages: upload, job (transcript viewer), history, and the job's audio for the player.
+
+Thin: read through `selectors`, act through `transcription.services`, render. The upload page
+itself sends files to the REST API (`POST /transcribe`), so the upload rules live in one place."""
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from uuid import UUID
+
+import pydantic
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth.views import redirect_to_login
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils.translation import gettext as _
+from django.views.decorators.http import require_POST, require_safe
 
 from transcription import services
-from transcription.uploads import ALLOWED_EXTENSIONS
+from transcription.auth import tokens_required
+from transcription.models import Job
+from transcription.uploads import ALLOWED_EXTENSIONS, human_size
+
+from . import selectors
+from .forms import OptionsForm
+from .media import ranged_file_response
+
+DOWNLOAD_FORMATS = ("txt", "srt", "vtt", "json")
 
 
-def index(request):
-    listing = services.models_listing()
+def private_when_tokens(view):
+    """With API tokens configured the service is not open: pages then need a logged-in user
+    (the admin's login), as the API then needs a token or that same session."""
+
+    @functools.wraps(view)
+    def wrapped(request: HttpRequest, *args, **kwargs):
+        if tokens_required() and not request.user.is_authenticated:
+            return redirect_to_login(request.get_full_path(), reverse("admin:login"))
+        return view(request, *args, **kwargs)
+
+    return wrapped
+
+
+def js_strings() -> dict[str, str]:
+    """Messages the page scripts show, in the page's language."""
+    return {
+        "queued": _("Queued"), "running": _("Running"), "done": _("Done"), "failed": _("Failed"),
+        "cancelled": _("Cancelled"), "uploading": _("Uploading"), "uploaded": _("Uploaded"),
+        "rejected": _("Rejected"), "waiting": _("Waiting to upload"),
+        "bad_extension": _("%(name)s: this file type is not accepted (allowed: %(allowed)s)."),
+        "too_large": _("%(name)s is %(size)s, over the %(limit)s limit."),
+        "empty": _("%(name)s is empty."),
+        "network_error": _("The upload was interrupted (connection closed). Over the size limit?"),
+        "server_error": _("The server answered %(status)s."),
+        "elapsed": _("elapsed %(time)s"), "eta": _("about %(time)s left"),
+        "of": _("%(done)s of %(total)s"), "open": _("Open"), "cancel": _("Cancel"),
+        "copied": _("Copied to the clipboard."), "copy_failed": _("Could not copy; select the text instead."),
+        "no_model": _("No model is installed; see the README."),
+        "cannot_play": _("Your browser cannot play this file; the transcript is still usable."),
+    }
+
+
+@require_safe
+@private_when_tokens
+def index(request: HttpRequest) -> HttpResponse:
     return render(request, "webui/index.html", {
-        "models": [m for m in listing["models"] if m["installed"]],
-        "default_model": listing["default"],
+        "form": OptionsForm(),
         "accept": ",".join(ALLOWED_EXTENSIONS),
+        "extensions": ", ".join(ALLOWED_EXTENSIONS),
+        "max_bytes": settings.MAX_UPLOAD_BYTES,
+        "max_size": human_size(settings.MAX_UPLOAD_BYTES),
+        "js_strings": js_strings(),
     })
+
+
+@require_safe
+@private_when_tokens
+def history(request: HttpRequest) -> HttpResponse:
+    status = request.GET.get("status") or None
+    page = selectors.history_page(request.GET.get("page"), status)
+    return render(request, "webui/jobs.html", {
+        "page": page, "status": status if status in Job.Status.values else None,
+        "statuses": Job.Status.choices,
+    })
+
+
+def _job_or_404(job_id: UUID) -> Job:
+    job = selectors.job(job_id)
+    if job is None:
+        raise Http404(_("No job with this id."))
+    return job
+
+
+def _job_context(job: Job, form: OptionsForm | None = None) -> dict:
+    result = job.result if job.status == Job.Status.DONE else None
+    duration = job.audio_duration or job.upload.duration
+    return {
+        "job": job,
+        "upload": job.upload,
+        "result": result,
+        "segments": (result or {}).get("segments") or [],
+        "has_words": any(s.get("words") for s in (result or {}).get("segments") or []),
+        "duration": duration,
+        "rtf": (job.inference_seconds / duration) if job.inference_seconds and duration else None,
+        "language_name": selectors.language_name(job.language),
+        "language_percent": (round(job.language_probability * 100)
+                             if job.language_probability is not None else None),
+        "options": sorted(((result or {}).get("options") or job.options).items()),
+        "formats": DOWNLOAD_FORMATS,
+        "active": job.status in (Job.Status.QUEUED, Job.Status.RUNNING),
+        "retry_form": form or OptionsForm(initial=OptionsForm.initial_from_job(job)),
+        "audio_stored": Path(settings.MEDIA_ROOT, job.upload.stored_path).is_file(),
+        "js_strings": js_strings(),
+    }
+
+
+@require_safe
+@private_when_tokens
+def job_page(request: HttpRequest, job_id: UUID) -> HttpResponse:
+    return render(request, "webui/job.html", _job_context(_job_or_404(job_id)))
+
+
+@require_POST
+@private_when_tokens
+def job_cancel(request: HttpRequest, job_id: UUID) -> HttpResponse:
+    job = _job_or_404(job_id)
+    try:
+        services.cancel(job)
+        messages.success(request, _("The job was cancelled."))
+    except services.ServiceError as exc:
+        messages.error(request, exc.message)
+    return redirect("webui:job", job_id=job.id)
+
+
+@require_POST
+@private_when_tokens
+def job_retry(request: HttpRequest, job_id: UUID) -> HttpResponse:
+    job = _job_or_404(job_id)
+    form = OptionsForm(request.POST)
+    if form.is_valid():
+        try:
+            new = services.retry(job, form.options())
+        except pydantic.ValidationError as exc:
+            form.add_schema_errors(exc)
+        except services.ServiceError as exc:
+            form.add_error(exc.field if exc.field in form.fields else None, exc.message)
+        else:
+            messages.success(request, _("A new job was queued with these options."))
+            return redirect("webui:job", job_id=new.id)
+    return render(request, "webui/job.html", _job_context(job, form), status=422)
+
+
+@require_safe
+@private_when_tokens
+def job_audio(request: HttpRequest, job_id: UUID) -> HttpResponse:
+    job = _job_or_404(job_id)
+    root = Path(settings.MEDIA_ROOT).resolve()
+    path = (root / job.upload.stored_path).resolve()
+    if root not in path.parents or not path.is_file():
+        raise Http404(_("The uploaded file is no longer stored."))
+    name = job.upload.original_name if request.GET.get("download") else None
+    return ranged_file_response(request, path, job.upload.sha256 or f"{path.stat().st_size}", name)

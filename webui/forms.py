@@ -1,0 +1,138 @@
+"""The transcription options form of the upload page and of a job's "retry" box.
+
+Defaults and bounds are read from `TranscribeOptions`, so the browser checks what the API checks;
+the API (or `options()` here) validates again with the same schema."""
+from __future__ import annotations
+
+from typing import Any
+
+from annotated_types import Ge, Gt, Le, Lt
+from django import forms
+from django.utils.translation import gettext_lazy as _
+from pydantic import ValidationError
+
+from transcription.schemas import TranscribeOptions
+
+from . import selectors
+
+FIELDS = TranscribeOptions.model_fields
+
+
+def _default(name: str) -> Any:
+    return FIELDS[name].default
+
+
+def _bounds(name: str) -> dict[str, float]:
+    """min_value/max_value for a Django field, from the schema's Ge/Gt/Le/Lt constraints."""
+    bounds: dict[str, float] = {}
+    for rule in FIELDS[name].metadata:
+        if isinstance(rule, (Ge, Gt)):
+            bounds["min_value"] = rule.ge if isinstance(rule, Ge) else rule.gt
+        elif isinstance(rule, (Le, Lt)):
+            bounds["max_value"] = rule.le if isinstance(rule, Le) else rule.lt
+    return bounds
+
+
+def _number(name: str, label, help_text, step: str, integer: bool = False, required: bool = True):
+    cls = forms.IntegerField if integer else forms.FloatField
+    field = cls(label=label, help_text=help_text, required=required, initial=_default(name),
+                widget=forms.NumberInput(attrs={"step": step}), **_bounds(name))
+    if any(isinstance(rule, Gt) for rule in FIELDS[name].metadata):
+        field.widget.attrs["data-exclusive-min"] = "true"
+    return field
+
+
+def _flag(name: str, label, help_text="") -> forms.BooleanField:
+    return forms.BooleanField(label=label, help_text=help_text, required=False, initial=_default(name))
+
+
+class OptionsForm(forms.Form):
+    """Every option a person may want from the page; the API's own defaults fill the rest."""
+
+    language = forms.ChoiceField(label=_("Language"), initial="auto")
+    task = forms.ChoiceField(
+        label=_("Task"), initial=_default("task"),
+        choices=[("transcribe", _("Transcribe")),
+                 ("translate", _("Translate into English"))],
+    )
+    model = forms.ChoiceField(label=_("Model"))
+    engine = forms.ChoiceField(label=_("Engine"), required=False)
+
+    word_timestamps = _flag("word_timestamps", _("Word timestamps"),
+                            _("Time every word, so the player can highlight it."))
+    condition_on_previous_text = _flag(
+        "condition_on_previous_text", _("Condition on previous text"),
+        _("Give the model the text so far as context; turn off if it starts repeating itself."))
+    no_speech_threshold = _number("no_speech_threshold", _("No-speech threshold"),
+                                  _("0–1: above it, a window is treated as silence."), "0.05")
+    hallucination_silence_threshold = _number(
+        "hallucination_silence_threshold", _("Hallucination silence threshold (s)"),
+        _("Skip silences longer than this when a hallucination is suspected; 0 turns it off."
+          " Needs word timestamps."), "0.1")
+    remove_silence = _flag("remove_silence", _("Remove leading and trailing silence"),
+                           _("Timestamps still refer to the original file."))
+    silence_threshold = _number("silence_threshold", _("Silence threshold (dBFS)"),
+                                _("Quieter than this counts as silence."), "1")
+    silence_duration = _number("silence_duration", _("Minimum silence duration (s)"),
+                               _("Shorter silences are kept."), "0.1")
+    beam_size = _number("beam_size", _("Beam size"),
+                        _("Empty: the engine's default (5 with CTranslate2; MLX decodes greedily)."),
+                        "1", integer=True, required=False)
+    temperature = forms.CharField(
+        label=_("Temperature"), initial=_default("temperature"), max_length=200,
+        help_text=_("One value or a fallback list, each 0–1, e.g. 0.0,0.2,0.4."),
+    )
+    initial_prompt = forms.CharField(
+        label=_("Initial prompt"), required=False, max_length=2000,
+        widget=forms.Textarea(attrs={"rows": 2}),
+        help_text=_("Names, terms or style to expect, e.g. “ComfyUI, Django, Huey”."),
+    )
+
+    BASIC = ("language", "task", "model")
+    ADVANCED = ("engine", "word_timestamps", "condition_on_previous_text", "no_speech_threshold",
+                "hallucination_silence_threshold", "remove_silence", "silence_threshold",
+                "silence_duration", "beam_size", "temperature", "initial_prompt")
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        models, default_model, default_engine, engines = selectors.installed_models()
+        self.fields["language"].choices = selectors.language_choices()
+        self.fields["model"].choices = [
+            (m.name, m.name if m.multilingual else f"{m.name} ({_('English only')})") for m in models
+        ] or [("", _("No model installed"))]
+        self.fields["model"].initial = default_model
+        self.fields["engine"].choices = [("", _("Automatic (%(engine)s)") % {"engine": default_engine})] + [
+            (name, name) for name in engines
+        ]
+        for name, field in self.fields.items():
+            attrs = field.widget.attrs
+            if isinstance(field.widget, forms.Select):
+                attrs["class"] = "form-select"
+            elif not isinstance(field.widget, forms.CheckboxInput):
+                attrs["class"] = "form-control"
+            if field.help_text:
+                attrs["aria-describedby"] = f"id_{name}_help"
+
+    @classmethod
+    def initial_from_job(cls, job) -> dict[str, Any]:
+        """The form's initial values: what the job was asked for, so a retry starts from there."""
+        initial = {name: job.options.get(name) for name in cls.ADVANCED + cls.BASIC if name in job.options}
+        initial["model"] = job.requested_model or job.model
+        initial["engine"] = job.requested_engine or ""
+        return {k: v for k, v in initial.items() if v is not None}
+
+    def basic_fields(self):
+        return [self[name] for name in self.BASIC]
+
+    def advanced_fields(self):
+        return [self[name] for name in self.ADVANCED]
+
+    def options(self) -> TranscribeOptions:
+        """The cleaned form as the service's options; raises pydantic's ValidationError."""
+        data = {k: v for k, v in self.cleaned_data.items() if v not in (None, "")}
+        return TranscribeOptions(**data)
+
+    def add_schema_errors(self, exc: ValidationError) -> None:
+        for err in exc.errors():
+            name = str(err["loc"][0]) if err.get("loc") else None
+            self.add_error(name if name in self.fields else None, err.get("msg", "invalid"))

@@ -1,0 +1,55 @@
+/* Helpers shared by the page scripts: translated messages, sizes, clocks, server time. */
+(function () {
+  "use strict";
+  const node = document.getElementById("i18n");
+  const strings = node ? JSON.parse(node.textContent) : {};
+
+  function t(key, vars) {
+    const text = strings[key] || key;
+    return vars ? text.replace(/%\((\w+)\)s/g, (m, name) => (name in vars ? vars[name] : m)) : text;
+  }
+
+  function humanSize(n) {
+    const units = ["bytes", "KB", "MB", "GB", "TB"];
+    let i = 0;
+    while (n >= 1024 && i < units.length - 1) { n /= 1024; i++; }
+    return i === 0 ? n + " bytes" : n.toFixed(1) + " " + units[i];
+  }
+
+  function clock(seconds) {
+    const total = Math.max(0, Math.round(seconds));
+    const h = Math.floor(total / 3600), m = Math.floor((total % 3600) / 60), s = total % 60;
+    const pad = (x) => String(x).padStart(2, "0");
+    return h ? h + ":" + pad(m) + ":" + pad(s) : m + ":" + pad(s);
+  }
+
+  // The browser's clock may differ from the server's: measure the difference from Date headers,
+  // so elapsed times computed from the job's timestamps are right.
+  let skew = 0;
+  function noteServerDate(response) {
+    const date = Date.parse(response.headers.get("Date") || "");
+    if (!Number.isNaN(date)) skew = Date.now() - date;
+  }
+  function serverNow() { return Date.now() - skew; }
+
+  /* Elapsed and remaining time of a job as the API reports it (progress is the fraction decoded). */
+  function timing(job) {
+    const parts = [];
+    const started = job.started_at ? Date.parse(job.started_at) : null;
+    const finished = job.finished_at ? Date.parse(job.finished_at) : null;
+    if (!started) return parts;
+    const elapsed = ((finished || serverNow()) - started) / 1000;
+    parts.push(t("elapsed", { time: clock(elapsed) }));
+    if (job.status === "running" && job.progress > 0 && job.progress < 100) {
+      parts.push(t("eta", { time: clock(elapsed * (100 - job.progress) / job.progress) }));
+    }
+    return parts;
+  }
+
+  function csrfToken() {
+    const field = document.querySelector("[name=csrfmiddlewaretoken]");
+    return field ? field.value : "";
+  }
+
+  window.STT = { t, humanSize, clock, noteServerDate, timing, csrfToken };
+})();

@@ -1,0 +1,232 @@
+/* The upload page: drop or pick files, check them, send each to POST /transcribe (wait=false)
+   with upload progress, then follow its job through GET /job/{id} until it is final. */
+(function () {
+  "use strict";
+  const { t, humanSize, noteServerDate, timing, csrfToken } = window.STT;
+  const form = document.getElementById("upload-form");
+  const zone = document.getElementById("dropzone");
+  const input = document.getElementById("files");
+  const list = document.getElementById("uploads");
+  const card = document.getElementById("uploads-card");
+  const template = document.getElementById("row-template");
+  const pickerErrors = document.getElementById("picker-errors");
+  const maxBytes = Number(form.dataset.maxBytes);
+  const allowed = form.dataset.extensions.split(",");
+  const POLL_MS = 700;
+  const pending = [];
+  let sending = false;
+
+  function extension(name) {
+    const dot = name.lastIndexOf(".");
+    return dot > 0 ? name.slice(dot).toLowerCase() : "";
+  }
+
+  /* The browser's check, before a byte is sent; the server checks the same rules again. */
+  function problem(file) {
+    if (!allowed.includes(extension(file.name))) {
+      return t("bad_extension", { name: file.name, allowed: allowed.join(", ") });
+    }
+    if (file.size > maxBytes) {
+      return t("too_large", { name: file.name, size: humanSize(file.size), limit: humanSize(maxBytes) });
+    }
+    if (file.size === 0) return t("empty", { name: file.name });
+    return null;
+  }
+
+  /* The options as the API reads them: checkboxes say true or false, empty fields are left out. */
+  function options() {
+    const data = new FormData();
+    for (const el of form.elements) {
+      if (!el.name || el.name === "csrfmiddlewaretoken" || el.type === "file") continue;
+      if (el.type === "checkbox") data.append(el.name, el.checked ? "true" : "false");
+      else if (el.value.trim() !== "") data.append(el.name, el.value.trim());
+    }
+    data.append("wait", "false");
+    return data;
+  }
+
+  function optionsValid() {
+    const invalid = form.querySelector(":invalid");
+    if (!invalid) return true;
+    const details = invalid.closest("details");
+    if (details) details.open = true;
+    invalid.reportValidity();
+    invalid.focus();
+    return false;
+  }
+
+  class Row {
+    constructor(file) {
+      this.file = file;
+      this.li = template.content.firstElementChild.cloneNode(true);
+      this.q = (sel) => this.li.querySelector(sel);
+      this.q(".name").textContent = file.name;
+      this.bar = this.q(".progress-bar");
+      this.progress = this.q(".progress");
+      this.progress.setAttribute("aria-label", file.name);
+      this.q(".open").textContent = t("open");
+      this.cancelButton = this.q(".cancel");
+      this.cancelButton.textContent = t("cancel");
+      this.cancelButton.addEventListener("click", () => this.cancel());
+      card.hidden = false;
+      list.appendChild(this.li);
+    }
+
+    status(key) {
+      this.li.dataset.status = key;
+      const badge = this.q(".status");
+      badge.textContent = t(key);
+      const colours = { done: "success", failed: "danger", rejected: "danger", cancelled: "warning",
+                        running: "info", uploading: "info" };
+      badge.className = "badge status " + (colours[key] || "secondary");
+    }
+
+    bar_(percent, kind) {
+      const value = Math.max(0, Math.min(100, percent));
+      this.bar.style.width = value + "%";
+      this.bar.className = "progress-bar " + kind;
+      this.progress.setAttribute("aria-valuenow", String(Math.round(value * 10) / 10));
+      this.progress.dataset.phase = kind;
+    }
+
+    detail(text) { this.q(".detail").textContent = text; }
+    error(text) { this.q(".error").textContent = text; }
+
+    reject(message) {
+      this.status("rejected");
+      this.progress.hidden = true;
+      this.error(message);
+    }
+
+    send(data) {
+      this.status("uploading");
+      this.cancelButton.hidden = false;
+      data.append("file", this.file, this.file.name);
+      const xhr = (this.xhr = new XMLHttpRequest());
+      xhr.open("POST", form.dataset.api);
+      xhr.setRequestHeader("X-CSRFToken", csrfToken());
+      xhr.setRequestHeader("Accept", "application/json");
+      xhr.upload.addEventListener("progress", (e) => {
+        const total = e.lengthComputable ? e.total : this.file.size;
+        this.bar_((100 * e.loaded) / total, "upload");
+        this.detail(t("uploading") + " " + Math.floor((100 * e.loaded) / total) + " % · " +
+                    t("of", { done: humanSize(e.loaded), total: humanSize(total) }));
+      });
+      return new Promise((resolve) => {
+        xhr.addEventListener("load", () => { this.received(xhr); resolve(); });
+        xhr.addEventListener("error", () => { this.reject(t("network_error")); this.cancelButton.hidden = true; resolve(); });
+        xhr.addEventListener("abort", () => { this.status("cancelled"); this.bar_(0, "failed"); resolve(); });
+        xhr.send(data);
+      });
+    }
+
+    received(xhr) {
+      this.xhr = null;
+      let body = {};
+      try { body = JSON.parse(xhr.responseText); } catch (e) { /* not JSON: say the status */ }
+      if ((xhr.status === 202 || xhr.status === 200) && body.job_id) {
+        this.jobId = body.job_id;
+        this.li.dataset.jobId = body.job_id;
+        const open = this.q(".open");
+        open.href = form.dataset.jobPage + body.job_id + "/";
+        open.hidden = false;
+        this.status("queued");
+        this.bar_(0, "");
+        this.detail(t("uploaded") + " " + humanSize(this.file.size));
+        this.poll();
+        return;
+      }
+      this.cancelButton.hidden = true;
+      this.reject(body.detail ? String(body.detail) : t("server_error", { status: xhr.status }));
+    }
+
+    async poll() {
+      let job;
+      try {
+        const response = await fetch(form.dataset.jobApi + this.jobId, { headers: { Accept: "application/json" } });
+        noteServerDate(response);
+        if (!response.ok) throw new Error(String(response.status));
+        job = await response.json();
+      } catch (e) {
+        setTimeout(() => this.poll(), POLL_MS * 3);  // the server restarting: keep trying, slower
+        return;
+      }
+      this.show(job);
+      if (!["done", "failed", "cancelled"].includes(job.status)) setTimeout(() => this.poll(), POLL_MS);
+    }
+
+    show(job) {
+      this.status(job.status);
+      const kind = job.status === "done" ? "done" : job.status === "failed" ? "failed" : "";
+      this.bar_(job.status === "done" ? 100 : job.progress, kind);
+      const parts = [Math.round(job.progress) + " %", ...timing(job)];
+      this.detail(parts.join(" · "));
+      this.cancelButton.hidden = ["done", "failed", "cancelled"].includes(job.status);
+      if (job.status === "failed") this.error(job.error || "");
+      if (job.status === "done" && job.result) {
+        const text = job.result.text || "";
+        this.q(".preview").textContent = text.length > 240 ? text.slice(0, 240) + "…" : text;
+      }
+    }
+
+    async cancel() {
+      if (this.xhr) { this.xhr.abort(); return; }
+      if (!this.jobId) return;
+      this.cancelButton.disabled = true;
+      const response = await fetch(form.dataset.jobApi + this.jobId + "/cancel", {
+        method: "POST", headers: { "X-CSRFToken": csrfToken(), Accept: "application/json" },
+      });
+      if (!response.ok) {
+        const body = await response.json().catch(() => ({}));
+        this.error(body.detail || t("server_error", { status: response.status }));
+      }
+      this.cancelButton.disabled = false;
+    }
+  }
+
+  async function pump() {
+    if (sending) return;
+    sending = true;
+    while (pending.length) {
+      const { row, data } = pending.shift();
+      await row.send(data);
+    }
+    sending = false;
+  }
+
+  function add(files) {
+    pickerErrors.textContent = "";
+    if (!files.length) return;
+    if (!optionsValid()) return;
+    if (!form.elements.model.value) { pickerErrors.textContent = t("no_model"); return; }
+    for (const file of files) {
+      const row = new Row(file);
+      const why = problem(file);
+      if (why) { row.reject(why); continue; }
+      row.status("waiting");
+      pending.push({ row, data: options() });
+    }
+    pump();
+  }
+
+  zone.addEventListener("click", () => input.click());
+  zone.addEventListener("keydown", (e) => {
+    if (e.key === "Enter" || e.key === " ") { e.preventDefault(); input.click(); }
+  });
+  input.addEventListener("change", () => { add([...input.files]); input.value = ""; });
+  for (const type of ["dragenter", "dragover"]) {
+    zone.addEventListener(type, (e) => { e.preventDefault(); zone.classList.add("dragover"); });
+  }
+  for (const type of ["dragleave", "dragend"]) {
+    zone.addEventListener(type, () => zone.classList.remove("dragover"));
+  }
+  zone.addEventListener("drop", (e) => {
+    e.preventDefault();
+    zone.classList.remove("dragover");
+    add([...(e.dataTransfer ? e.dataTransfer.files : [])]);
+  });
+  // A file dropped beside the zone must not make the browser navigate away from the page.
+  window.addEventListener("dragover", (e) => e.preventDefault());
+  window.addEventListener("drop", (e) => e.preventDefault());
+  form.addEventListener("submit", (e) => e.preventDefault());
+})();
