@@ -13,7 +13,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -78,29 +80,40 @@ def decode(path: Path) -> "np.ndarray":
     return np.frombuffer(raw, dtype="<f4")
 
 
-def direct(engine: str, model: str, path: Path, language: str) -> tuple[float, str]:
+class Direct:
     """The engine library alone on the same file, with the service's default options.
 
-    Timed: FFmpeg decoding plus inference (the model is loaded before the clock starts, as the
-    service's worker had it cached)."""
-    options = dict(language=language, word_timestamps=True, condition_on_previous_text=True,
-                   no_speech_threshold=0.4, hallucination_silence_threshold=0.8)
-    if engine == "ctranslate2":
-        from faster_whisper import WhisperModel
+    Timed: FFmpeg decoding plus inference; the model is loaded before the clock starts, as the
+    service's worker has it cached."""
 
-        lib = WhisperModel(str(REPO / "models" / f"whisper-{model}" / "ctranslate2"),
-                           device="cpu", compute_type="int8")
+    options = dict(word_timestamps=True, condition_on_previous_text=True, no_speech_threshold=0.4,
+                   hallucination_silence_threshold=0.8)
+
+    def __init__(self, engine: str, model: str, language: str) -> None:
+        self.engine, self.language = engine, language
+        if engine == "ctranslate2":
+            from faster_whisper import WhisperModel
+
+            self.lib = WhisperModel(str(REPO / "models" / f"whisper-{model}" / "ctranslate2"),
+                                    device="cpu", compute_type="int8")
+        else:
+            import mlx_whisper
+
+            self.lib = mlx_whisper
+            self.mlx_dir = str(REPO / "models" / f"whisper-{model}")
+            mlx_whisper.transcribe(decode(SHARED / "eval" / "jfk.flac"), path_or_hf_repo=self.mlx_dir,
+                                   fp16=False)  # load
+
+    def __call__(self, path: Path) -> tuple[float, str]:
         began = time.monotonic()
-        segments, _ = lib.transcribe(decode(path), vad_filter=False, **options)
-        text = "".join(s.text for s in segments)
+        if self.engine == "ctranslate2":
+            segments, _ = self.lib.transcribe(decode(path), language=self.language, vad_filter=False,
+                                              **self.options)
+            text = "".join(s.text for s in segments)
+        else:
+            text = self.lib.transcribe(decode(path), path_or_hf_repo=self.mlx_dir, fp16=False,
+                                       language=self.language, **self.options)["text"]
         return time.monotonic() - began, text
-    import mlx_whisper
-
-    mlx_dir = str(REPO / "models" / f"whisper-{model}")
-    mlx_whisper.transcribe(decode(SHARED / "eval" / "jfk.flac"), path_or_hf_repo=mlx_dir, fp16=False)  # load
-    began = time.monotonic()
-    result = mlx_whisper.transcribe(decode(path), path_or_hf_repo=mlx_dir, fp16=False, **options)
-    return time.monotonic() - began, result["text"]
 
 
 def main() -> None:
@@ -109,12 +122,15 @@ def main() -> None:
     parser.add_argument("--model", default="base")
     parser.add_argument("--engine", default="ctranslate2", choices=["ctranslate2", "mlx"])
     parser.add_argument("--language", default="en")
+    parser.add_argument("--rounds", type=int, default=2,
+                        help="service and direct runs, interleaved; medians are compared")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="stt-bench-"))
     long_file = work / "long.mp3"
     audio_seconds = make_long_file(long_file, args.minutes)
-    print(f"file: {long_file.name}, {audio_seconds / 60:.1f} min, model={args.model} engine={args.engine}")
+    print(f"file: {long_file.name}, {audio_seconds / 60:.1f} min, model={args.model} "
+          f"engine={args.engine}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}")
 
     port = free_port()
     env = {**os.environ, "DATA_DIR": str(work / "data"), "WHISPER_ENGINE": args.engine,
@@ -125,37 +141,45 @@ def main() -> None:
     server = subprocess.Popen([*manage, "serve", f"127.0.0.1:{port}"], env=env, stdout=log,
                               stderr=subprocess.STDOUT, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
+    form = {"language": args.language, "model": args.model, "engine": args.engine}
+    service_runs, direct_runs, texts = [], [], {}
     try:
         wait_up(f"{base}/health")
-        form = {"language": args.language, "model": args.model, "engine": args.engine}
         with open(SHARED / "eval" / "jfk.flac", "rb") as fh:  # warm the worker's model cache
             requests.post(f"{base}/transcribe", files={"file": fh}, data=form, timeout=600).raise_for_status()
-        began = time.monotonic()
-        with open(long_file, "rb") as fh:
-            resp = requests.post(f"{base}/transcribe", files={"file": fh}, data=form, timeout=7200)
-        service_seconds = time.monotonic() - began
-        resp.raise_for_status()
-        body = resp.json()
+        direct = Direct(args.engine, args.model, args.language)
+        for round_no in range(1, args.rounds + 1):
+            began = time.monotonic()
+            with open(long_file, "rb") as fh:
+                resp = requests.post(f"{base}/transcribe", files={"file": fh}, data=form, timeout=7200)
+            service_runs.append(time.monotonic() - began)
+            resp.raise_for_status()
+            body = resp.json()
+            texts["service"] = body["text"]
+            seconds, texts["direct"] = direct(long_file)
+            direct_runs.append(seconds)
+            print(f"round {round_no}: service {service_runs[-1]:.2f} s (inference "
+                  f"{body['timings']['inference_seconds']:.2f} s, conversion "
+                  f"{body['timings']['conversion_seconds']:.2f} s), direct {seconds:.2f} s", flush=True)
     finally:
-        server.send_signal(2)
+        server.send_signal(signal.SIGINT)
         server.wait(timeout=60)
 
-    direct_seconds, direct_text = direct(args.engine, args.model, long_file, args.language)
     import jiwer
 
-    agreement = jiwer.wer(direct_text.lower().strip(), body["text"].lower().strip())
+    service_s, direct_s = statistics.median(service_runs), statistics.median(direct_runs)
     report = {
         "audio_minutes": round(audio_seconds / 60, 2),
         "model": args.model,
         "engine": args.engine,
-        "service_wall_seconds": round(service_seconds, 2),
-        "service_inference_seconds": round(body["timings"]["inference_seconds"], 2),
-        "service_conversion_seconds": round(body["timings"]["conversion_seconds"], 2),
-        "direct_wall_seconds": round(direct_seconds, 2),
-        "ratio_service_over_direct": round(service_seconds / direct_seconds, 3),
-        "rtf_service": round(service_seconds / audio_seconds, 4),
-        "rtf_direct": round(direct_seconds / audio_seconds, 4),
-        "wer_service_vs_direct_text": round(agreement, 4),
+        "rounds": args.rounds,
+        "service_wall_seconds_median": round(service_s, 2),
+        "direct_wall_seconds_median": round(direct_s, 2),
+        "ratio_service_over_direct": round(service_s / direct_s, 3),
+        "rtf_service": round(service_s / audio_seconds, 4),
+        "rtf_direct": round(direct_s / audio_seconds, 4),
+        "wer_service_vs_direct_text": round(jiwer.wer(texts["direct"].lower().strip(),
+                                                      texts["service"].lower().strip()), 4),
     }
     print(json.dumps(report, indent=2))
     verdict = "within" if report["ratio_service_over_direct"] <= 1.05 else "OVER"

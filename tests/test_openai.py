@@ -107,3 +107,33 @@ def test_bearer_tokens_guard_every_api_when_configured(service, settings, clips)
     with open(clips["flac"], "rb") as fh:
         text = good.audio.transcriptions.create(model="base", file=fh, language="en", response_format="text")
     assert "ask not" in text.lower()
+
+
+@pytest.mark.parametrize("fmt", ["json", "text", "srt", "vtt"])
+def test_translation_endpoint_in_every_format(client, clips, fmt):
+    with open(clips["flac"], "rb") as fh:
+        result = client.audio.translations.create(model="base", file=fh, response_format=fmt)
+    text = result if isinstance(result, str) else result.text
+    assert "ask not what your country" in text.lower()
+    if fmt in ("srt", "vtt"):
+        assert "-->" in text
+
+
+def test_raw_curl_request_with_repeated_granularities(service, clips):
+    import json
+    import shutil
+    import subprocess
+
+    curl = shutil.which("curl")
+    assert curl, "curl is needed for this test (Debian package curl)"
+    out = subprocess.run(
+        [curl, "-sS", "-w", "\\n%{http_code}", f"{service}/v1/audio/transcriptions",
+         "-F", f"file=@{clips['mp3']}", "-F", "model=whisper-1", "-F", "language=en",
+         "-F", "response_format=verbose_json", "-F", "timestamp_granularities[]=word",
+         "-F", "timestamp_granularities[]=segment"],
+        capture_output=True, text=True, timeout=300, check=True).stdout
+    body, status = out.rsplit("\n", 1)
+    assert status == "200"
+    data = json.loads(body)
+    assert data["language"] == "english" and data["segments"] and data["words"]
+    assert data["words"][0]["word"] == "And"
