@@ -50,3 +50,39 @@ def test_serve_runs_web_and_worker_and_sigint_stops_both(tmp_path, clips):
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
+
+
+def test_sigint_lets_the_running_job_finish_before_the_worker_exits(tmp_path, eval_dir):
+    import sqlite3
+
+    port = _free_port()
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "project.settings", "DATA_DIR": str(tmp_path)}
+    subprocess.run([sys.executable, str(REPO / "manage.py"), "migrate", "-v0"], env=env, check=True)
+    proc = subprocess.Popen([sys.executable, str(REPO / "manage.py"), "serve", f"127.0.0.1:{port}"],
+                            env=env, cwd=REPO, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        for _ in range(200):
+            try:
+                requests.get(f"{base}/health", timeout=30)
+                break
+            except requests.ConnectionError:
+                time.sleep(0.3)
+        with open(eval_dir / "multilingual.mp3", "rb") as fh:
+            job = requests.post(f"{base}/transcribe", files={"file": fh}, timeout=60,
+                                data={"language": "en", "model": "base", "wait": "false",
+                                      "word_timestamps": "false"}).json()
+        deadline = time.monotonic() + 60
+        while requests.get(job["url"], timeout=10).json()["status"] != "running":
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=60) == 0
+        db = sqlite3.connect(tmp_path / "db.sqlite3")
+        status, text = db.execute("SELECT status, result FROM transcription_job WHERE id = ?",
+                                  (job["job_id"].replace("-", ""),)).fetchone()
+        assert status == "done" and "permission is hereby granted" in text.lower()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
