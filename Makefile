@@ -6,7 +6,7 @@ PY     := $(BIN)/python
 STAMP  := $(VENV)/.requirements-installed
 ADDR   ?= 127.0.0.1:8000
 
-.PHONY: run test setup venv models-test bench clean
+.PHONY: run test setup venv models-test browser bench clean
 
 $(STAMP): requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,13 +20,19 @@ setup: venv
 	$(PY) manage.py install_model base --if-missing
 
 run: setup
-	@echo "Admin user: $(PY) manage.py createsuperuser  (then http://$(ADDR)/admin/)"
+	@$(PY) manage.py ensure_admin --url http://$(ADDR)/admin/
 	$(PY) manage.py serve $(ADDR)
 
 models-test: setup
 	$(PY) manage.py install_model tiny.en --if-missing
 
-test: models-test
+# The browser tests drive Debian's Chromium through Playwright (never `playwright install`).
+browser:
+	@test -x /usr/bin/chromium || { echo "installing Debian's chromium for the browser tests"; \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+test: models-test browser
 	$(PY) -m pytest
 
 bench: models-test
