@@ -20,69 +20,62 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_serve_runs_web_and_worker_and_sigint_stops_both(tmp_path, clips):
+@pytest.fixture
+def serve(tmp_path):
+    """`manage.py serve` on a free port with its own DATA_DIR; yields (process, base URL)."""
     port = _free_port()
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "project.settings", "DATA_DIR": str(tmp_path)}
     subprocess.run([sys.executable, str(REPO / "manage.py"), "migrate", "-v0"], env=env, check=True)
     proc = subprocess.Popen([sys.executable, str(REPO / "manage.py"), "serve", f"127.0.0.1:{port}"],
                             env=env, cwd=REPO, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
+        while True:
             try:
-                health = requests.get(f"http://127.0.0.1:{port}/health", timeout=5)
+                health = requests.get(f"{base}/health", timeout=30)
                 break
             except requests.ConnectionError:
+                assert time.monotonic() < deadline, "serve did not come up"
                 time.sleep(0.3)
         assert health.status_code == 200, health.text
-        with open(clips["flac"], "rb") as fh:
-            resp = requests.post(f"http://127.0.0.1:{port}/transcribe", files={"file": fh},
-                                 data={"language": "en", "model": "base", "word_timestamps": "false"},
-                                 timeout=300)
-        assert resp.status_code == 200 and "ask not" in resp.json()["text"].lower()
-        children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
-        assert len(children) == 2
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=45) == 0
-        for pid in children:
-            assert not os.path.exists(f"/proc/{pid}") or "zombie" in open(f"/proc/{pid}/status").read()
+        yield proc, base
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
 
 
-def test_sigint_lets_the_running_job_finish_before_the_worker_exits(tmp_path, eval_dir):
+def test_serve_runs_web_and_worker_and_sigint_stops_both(serve, clips):
+    proc, base = serve
+    with open(clips["flac"], "rb") as fh:
+        resp = requests.post(f"{base}/transcribe", files={"file": fh},
+                             data={"language": "en", "model": "base", "word_timestamps": "false"},
+                             timeout=300)
+    assert resp.status_code == 200 and "ask not" in resp.json()["text"].lower()
+    children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+    assert len(children) == 2
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=45) == 0
+    for pid in children:
+        assert not os.path.exists(f"/proc/{pid}") or "zombie" in open(f"/proc/{pid}/status").read()
+
+
+def test_sigint_lets_the_running_job_finish_before_the_worker_exits(serve, tmp_path, eval_dir):
     import sqlite3
 
-    port = _free_port()
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "project.settings", "DATA_DIR": str(tmp_path)}
-    subprocess.run([sys.executable, str(REPO / "manage.py"), "migrate", "-v0"], env=env, check=True)
-    proc = subprocess.Popen([sys.executable, str(REPO / "manage.py"), "serve", f"127.0.0.1:{port}"],
-                            env=env, cwd=REPO, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        base = f"http://127.0.0.1:{port}"
-        for _ in range(200):
-            try:
-                requests.get(f"{base}/health", timeout=30)
-                break
-            except requests.ConnectionError:
-                time.sleep(0.3)
-        with open(eval_dir / "multilingual.mp3", "rb") as fh:
-            job = requests.post(f"{base}/transcribe", files={"file": fh}, timeout=60,
-                                data={"language": "en", "model": "base", "wait": "false",
-                                      "word_timestamps": "false"}).json()
-        deadline = time.monotonic() + 60
-        while requests.get(job["url"], timeout=10).json()["status"] != "running":
-            assert time.monotonic() < deadline
-            time.sleep(0.1)
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=60) == 0
-        db = sqlite3.connect(tmp_path / "db.sqlite3")
-        status, text = db.execute("SELECT status, result FROM transcription_job WHERE id = ?",
-                                  (job["job_id"].replace("-", ""),)).fetchone()
-        assert status == "done" and "permission is hereby granted" in text.lower()
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+    proc, base = serve
+    with open(eval_dir / "multilingual.mp3", "rb") as fh:
+        job = requests.post(f"{base}/transcribe", files={"file": fh}, timeout=60,
+                            data={"language": "en", "model": "base", "wait": "false",
+                                  "word_timestamps": "false"}).json()
+    deadline = time.monotonic() + 60
+    while requests.get(job["url"], timeout=10).json()["status"] != "running":
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=60) == 0
+    db = sqlite3.connect(tmp_path / "db.sqlite3")
+    status, text = db.execute("SELECT status, result FROM transcription_job WHERE id = ?",
+                              (job["job_id"].replace("-", ""),)).fetchone()
+    assert status == "done" and "permission is hereby granted" in text.lower()
