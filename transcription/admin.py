@@ -159,10 +159,79 @@ class DeletesFiles:
 # --- jobs -----------------------------------------------------------------------------------------
 
 
-class JobInline(admin.TabularInline):
+def titled(title):
+    """A field's usual list filter under a translated title (the model's field names are English)."""
+
+    class Filter(admin.FieldListFilter):
+        def __new__(cls, *args, **kwargs):
+            instance = admin.FieldListFilter.create(*args, **kwargs)
+            instance.title = title
+            return instance
+
+    return Filter
+
+
+class StatusFilter(admin.SimpleListFilter):
+    title = _("Status")
+    parameter_name = "status"
+
+    def lookups(self, request, model_admin):
+        return [(value, gettext(label)) for value, label in Job.Status.choices]
+
+    def queryset(self, request, queryset):
+        return queryset.filter(status=self.value()) if self.value() else queryset
+
+
+class JobColumns:
+    """Columns shared by the job list and the jobs inline under an upload."""
+
+    @admin.display(description=_("Job"), ordering="created_at")
+    def short_id(self, job: Job):
+        return str(job.pk)[:8]
+
+    @admin.display(description=_("Status"), ordering="status")
+    def status_display(self, job: Job):
+        return status_badge(job.status)
+
+    @admin.display(description=_("Progress"), ordering="progress")
+    def progress_display(self, job: Job):
+        return progress_bar(job)
+
+    @admin.display(description=_("File"), ordering="upload__original_name")
+    def file(self, job: Job):
+        return job.upload.original_name
+
+    @admin.display(description=_("Duration"), ordering="audio_duration")
+    def duration(self, job: Job):
+        return _clock(job.audio_duration if job.audio_duration is not None else job.upload.duration)
+
+    @admin.display(description=_("Model"), ordering="model")
+    def model_used(self, job: Job):
+        return job.model or job.requested_model
+
+    @admin.display(description=_("Engine"), ordering="engine")
+    def engine_used(self, job: Job):
+        return job.engine or job.requested_engine
+
+    @admin.display(description=_("Language"), ordering="language")
+    def language_code(self, job: Job):
+        return job.language or "—"
+
+    @admin.display(description=_("Created"), ordering="created_at")
+    def created(self, job: Job):
+        return job.created_at
+
+    @admin.display(description=_("Run time"))
+    def run_time(self, job: Job):
+        if not job.started_at or not job.finished_at:
+            return "—"
+        return f"{(job.finished_at - job.started_at).total_seconds():.1f} s"
+
+
+class JobInline(JobColumns, admin.TabularInline):
     model = Job
-    fields = ("job_link", "status_display", "progress_display", "model", "engine", "language",
-              "created_at", "run_time")
+    fields = ("job_link", "status_display", "progress_display", "model_used", "engine_used",
+              "language_code", "created", "run_time")
     readonly_fields = fields
     extra = 0
     can_delete = False
@@ -178,25 +247,14 @@ class JobInline(admin.TabularInline):
         return format_html('<a href="{}">{}</a>', reverse("admin:transcription_job_change", args=[job.pk]),
                            str(job.pk)[:8])
 
-    @admin.display(description=_("Status"))
-    def status_display(self, job: Job):
-        return status_badge(job.status)
-
-    @admin.display(description=_("Progress"))
-    def progress_display(self, job: Job):
-        return progress_bar(job)
-
-    @admin.display(description=_("Run time"))
-    def run_time(self, job: Job):
-        return JobAdmin.run_time(None, job)
-
 
 @admin.register(Job)
-class JobAdmin(ReviewOnly, DeletesFiles, admin.ModelAdmin):
-    list_display = ("short_id", "status_display", "progress_display", "file", "duration", "model",
-                    "engine", "language", "created_at", "run_time")
+class JobAdmin(ReviewOnly, DeletesFiles, JobColumns, admin.ModelAdmin):
+    list_display = ("short_id", "status_display", "progress_display", "file", "duration", "model_used",
+                    "engine_used", "language_code", "created", "run_time")
     list_display_links = ("short_id",)
-    list_filter = ("status", "model", "engine", "language", ("created_at", admin.DateFieldListFilter))
+    list_filter = (StatusFilter, ("model", titled(_("Model"))), ("engine", titled(_("Engine"))),
+                   ("language", titled(_("Language"))), ("created_at", titled(_("Created"))))
     date_hierarchy = "created_at"
     search_fields = ("id", "upload__original_name", "result__text")
     search_help_text = _("File name, job id, or words of the transcript.")
@@ -232,34 +290,6 @@ class JobAdmin(ReviewOnly, DeletesFiles, admin.ModelAdmin):
 
     def delete_queryset(self, request, queryset):
         delete_jobs_with_files(queryset)
-
-    # --- columns ---
-
-    @admin.display(description=_("Job"), ordering="created_at")
-    def short_id(self, job: Job):
-        return str(job.pk)[:8]
-
-    @admin.display(description=_("Status"), ordering="status")
-    def status_display(self, job: Job):
-        return status_badge(job.status)
-
-    @admin.display(description=_("Progress"), ordering="progress")
-    def progress_display(self, job: Job):
-        return progress_bar(job)
-
-    @admin.display(description=_("File"), ordering="upload__original_name")
-    def file(self, job: Job):
-        return job.upload.original_name
-
-    @admin.display(description=_("Duration"), ordering="audio_duration")
-    def duration(self, job: Job):
-        return _clock(job.audio_duration if job.audio_duration is not None else job.upload.duration)
-
-    @admin.display(description=_("Run time"))
-    def run_time(self, job: Job):
-        if not job.started_at or not job.finished_at:
-            return "—"
-        return f"{(job.finished_at - job.started_at).total_seconds():.1f} s"
 
     # --- detail fields ---
 
@@ -392,9 +422,8 @@ def _seconds(value) -> str:
 
 @admin.register(Upload)
 class UploadAdmin(ReviewOnly, DeletesFiles, admin.ModelAdmin):
-    list_display = ("original_name", "size_display", "duration_display", "job_count", "last_status",
-                    "created_at")
-    list_filter = (("created_at", admin.DateFieldListFilter), "content_type")
+    list_display = ("file_name", "size_display", "duration_display", "job_count", "last_status", "created")
+    list_filter = (("created_at", titled(_("Created"))), ("content_type", titled(_("Content type"))))
     date_hierarchy = "created_at"
     search_fields = ("original_name", "sha256", "jobs__id", "jobs__result__text")
     search_help_text = _("File name, SHA-256, job id, or words of a transcript.")
@@ -413,6 +442,14 @@ class UploadAdmin(ReviewOnly, DeletesFiles, admin.ModelAdmin):
 
     def delete_queryset(self, request, queryset):
         delete_uploads_with_files(queryset)
+
+    @admin.display(description=_("File"), ordering="original_name")
+    def file_name(self, upload: Upload):
+        return upload.original_name
+
+    @admin.display(description=_("Created"), ordering="created_at")
+    def created(self, upload: Upload):
+        return upload.created_at
 
     @admin.display(description=_("Size"), ordering="size")
     def size_display(self, upload: Upload):

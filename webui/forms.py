@@ -97,8 +97,9 @@ class OptionsForm(forms.Form):
         super().__init__(*args, **kwargs)
         models, default_model, default_engine, engines = selectors.installed_models()
         self.fields["language"].choices = selectors.language_choices()
+        english_only = _("English only")
         self.fields["model"].choices = [
-            (m.name, m.name if m.multilingual else f"{m.name} ({_('English only')})") for m in models
+            (m.name, m.name if m.multilingual else f"{m.name} ({english_only})") for m in models
         ] or [("", _("No model installed"))]
         self.fields["model"].initial = default_model
         self.fields["engine"].choices = [("", _("Automatic (%(engine)s)") % {"engine": default_engine})] + [

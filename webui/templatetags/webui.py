@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 from django import template
+from django.utils.formats import number_format
 from django.utils.translation import gettext as _
 
 from transcription.uploads import human_size
@@ -36,7 +37,7 @@ def secs(seconds) -> str:
     """1.234 → "1.23 s"."""
     if seconds is None or seconds == "":
         return "—"
-    return _("%(value)s s") % {"value": f"{float(seconds):.2f}"}
+    return _("%(value)s s") % {"value": number_format(float(seconds), 2)}
 
 
 @register.filter
