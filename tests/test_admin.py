@@ -1,0 +1,268 @@
+"""The admin: list columns, filters, search, readable results, actions (retry, cancel, delete with
+files), the first-admin hint of `make run`, and a real session in Chromium against a live worker."""
+from __future__ import annotations
+
+import io
+import re
+import time
+from pathlib import Path
+
+import pytest
+import requests
+from django.conf import settings
+from django.core.management import call_command
+
+from tests.browser import chromium, pages  # noqa: F401
+from tests.test_webui import JFK_RESULT, make_job
+from transcription.models import Job, Upload
+
+JOBS = "/admin/transcription/job/"
+UPLOADS = "/admin/transcription/upload/"
+
+
+def _media(rel: str) -> Path:
+    return Path(settings.MEDIA_ROOT) / rel
+
+
+def _rows(html: str) -> list[str]:
+    return re.findall(r'<input type="checkbox" name="_selected_action" value="([^"]+)"', html)
+
+
+@pytest.mark.django_db
+def test_job_list_has_coloured_status_progress_file_and_run_columns(admin_client):
+    done = make_job("jfk.flac", status="done", result=JFK_RESULT)
+    make_job("noise.wav", status="failed")
+    make_job("long.mp3", status="running")
+    html = admin_client.get(JOBS).content.decode()
+    assert len(_rows(html)) == 3
+    for header in ("Status", "Progress", "File", "Duration", "Model", "Engine", "Language", "Created",
+                   "Run time"):
+        assert f">{header}<" in html or f">{header}</a>" in html, header
+    assert re.search(r'data-status="done" style="background:#146c43;color:#fff', html)
+    assert re.search(r'data-status="failed" style="background:#b02a37', html)
+    assert '<progress value="100" max="100"' in html
+    assert "jfk.flac" in html and "noise.wav" in html
+    assert str(done.pk)[:8] in html
+    # run time: finished - started, in seconds
+    assert re.search(r"<td class=\"field-run_time\">\d+\.\d s</td>", html)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("query,expected", [
+    ("status=failed", ["noise.wav"]),
+    ("status=done", ["jfk.flac"]),
+    ("model=base", ["jfk.flac", "long.mp3", "noise.wav"]),
+    ("engine=ctranslate2", ["jfk.flac", "long.mp3", "noise.wav"]),
+    ("language=en", ["jfk.flac"]),
+    ("created_at__gte=2000-01-01 00:00:00%2B00:00", ["jfk.flac", "long.mp3", "noise.wav"]),
+    ("created_at__gte=2999-01-01 00:00:00%2B00:00", []),
+])
+def test_job_list_filters(admin_client, query, expected):
+    jobs = {name: make_job(name, status=status, result=JFK_RESULT if status == "done" else None)
+            for name, status in (("jfk.flac", "done"), ("noise.wav", "failed"), ("long.mp3", "running"))}
+    found = set(_rows(admin_client.get(f"{JOBS}?{query}").content.decode()))
+    assert found == {str(jobs[name].pk) for name in expected}
+
+
+@pytest.mark.django_db
+def test_job_search_finds_file_names_job_ids_and_words_of_the_transcript(admin_client):
+    jfk = make_job("jfk.flac", status="done", result=JFK_RESULT)
+    other = make_job("lecture.mp3", status="done", result={"text": "Ein deutscher Satz.", "segments": []})
+    assert _rows(admin_client.get(JOBS, {"q": "fellow americans"}).content.decode()) == [str(jfk.pk)]
+    assert _rows(admin_client.get(JOBS, {"q": "deutscher"}).content.decode()) == [str(other.pk)]
+    assert _rows(admin_client.get(JOBS, {"q": "lecture"}).content.decode()) == [str(other.pk)]
+    assert _rows(admin_client.get(JOBS, {"q": str(jfk.pk)}).content.decode()) == [str(jfk.pk)]
+    assert _rows(admin_client.get(JOBS, {"q": str(jfk.pk)[:8]}).content.decode()) == [str(jfk.pk)]
+    uploads = admin_client.get(UPLOADS, {"q": "fellow"}).content.decode()
+    assert "jfk.flac" in uploads and "lecture.mp3" not in uploads
+
+
+@pytest.mark.django_db
+def test_job_page_renders_the_result_readably_and_cannot_be_edited(admin_client, eval_dir):
+    job = make_job("jfk.flac", source=eval_dir / "jfk.flac", status="done", result=JFK_RESULT)
+    html = admin_client.get(f"{JOBS}{job.pk}/change/").content.decode()
+    assert f'<audio controls preload="none" src="/jobs/{job.pk}/audio"' in html
+    for fmt in ("txt", "srt", "vtt", "tsv", "json"):
+        assert f'href="/job/{job.pk}/result?format={fmt}"' in html
+    table = html.split('<table class="segments">')[1].split("</table>")[0]
+    assert table.count("<tr>") == 3  # header + two segments
+    assert "<td>3.20</td><td>5.50</td><td>ask not.</td>" in table
+    assert "And so my fellow Americans, ask not." in html
+    assert "<code>no_speech_threshold</code></td><td>0.4</td>" in html
+    assert f'href="/jobs/{job.pk}/"' in html  # the transcript viewer
+    assert 'name="_save"' not in html and 'name="_continue"' not in html
+    assert admin_client.get(f"{JOBS}add/").status_code == 403
+
+
+@pytest.mark.django_db
+def test_upload_page_shows_its_jobs_inline_and_the_list_counts_them(admin_client):
+    first = make_job("jfk.flac", status="failed")
+    second = Job.objects.create(upload=first.upload, options=first.options, requested_model="base",
+                                requested_engine="ctranslate2")
+    html = admin_client.get(f"{UPLOADS}{first.upload_id}/change/").content.decode()
+    assert "Jobs on this upload" in html
+    assert f"/admin/transcription/job/{first.pk}/change/" in html
+    assert f"/admin/transcription/job/{second.pk}/change/" in html
+    listing = admin_client.get(UPLOADS).content.decode()
+    assert '<td class="field-job_count">2</td>' in listing
+    assert 'data-status="queued"' in listing  # the latest job's status
+
+
+@pytest.mark.django_db
+def test_cancel_action_stops_queued_jobs_and_leaves_finished_ones(admin_client):
+    queued = make_job("a.mp3")
+    done = make_job("b.mp3", status="done")
+    response = admin_client.post(JOBS, {"action": "cancel_jobs", "_selected_action": [queued.pk, done.pk]},
+                                 follow=True)
+    text = response.content.decode()
+    assert "1 job cancelled." in text and "1 job was already finished" in text
+    queued.refresh_from_db()
+    done.refresh_from_db()
+    assert queued.status == "cancelled" and done.status == "done"
+
+
+@pytest.mark.django_db
+def test_retry_action_queues_the_same_options_again(admin_client, eval_dir):
+    old = make_job("jfk.flac", source=eval_dir / "jfk.flac", status="failed")
+    response = admin_client.post(JOBS, {"action": "retry_jobs", "_selected_action": [old.pk]}, follow=True)
+    assert "1 job queued again." in response.content.decode()
+    new = Job.objects.exclude(pk=old.pk).get()
+    assert new.status == "queued" and new.upload_id == old.upload_id
+    assert new.options == old.options and new.requested_model == old.requested_model
+
+    (_media(old.upload.stored_path)).unlink()
+    response = admin_client.post(JOBS, {"action": "retry_jobs", "_selected_action": [old.pk]}, follow=True)
+    assert "is no longer stored" in response.content.decode()
+    assert Job.objects.count() == 2
+
+
+@pytest.mark.django_db
+def test_deleting_jobs_removes_their_files_and_uploads_nobody_else_uses(
+        admin_client, django_capture_on_commit_callbacks):
+    lone = make_job("lone.mp3", status="done", result=JFK_RESULT)
+    shared = make_job("shared.mp3", status="done", result=JFK_RESULT)
+    sibling = Job.objects.create(upload=shared.upload, options=shared.options, requested_model="base")
+    files = {job.pk: [_media(job.result_json_path), _media(job.result_text_path), _media(job.upload.stored_path)]
+             for job in (lone, shared)}
+    assert all(p.is_file() for paths in files.values() for p in paths)
+
+    actions = admin_client.get(JOBS).content.decode()
+    assert "Delete selected jobs and their files" in actions
+    confirm = admin_client.post(JOBS, {"action": "delete_selected", "_selected_action": [lone.pk, shared.pk]})
+    assert confirm.status_code == 200 and "Are you sure" in confirm.content.decode()
+    with django_capture_on_commit_callbacks(execute=True):
+        admin_client.post(JOBS, {"action": "delete_selected", "_selected_action": [lone.pk, shared.pk],
+                                 "post": "yes"})
+    assert list(Job.objects.all()) == [sibling]
+    assert not any(p.exists() for p in files[lone.pk])  # results and the upload nobody else uses
+    assert not files[shared.pk][0].exists() and not files[shared.pk][1].exists()
+    assert files[shared.pk][2].is_file(), "the sibling job still needs the shared upload"
+    assert list(Upload.objects.values_list("original_name", flat=True)) == ["shared.mp3"]
+
+
+@pytest.mark.django_db
+def test_deleting_an_upload_removes_its_audio_jobs_and_results(admin_client, django_capture_on_commit_callbacks):
+    job = make_job("talk.mp3", status="done", result=JFK_RESULT)
+    running = Job.objects.create(upload=job.upload, options=job.options, requested_model="base")
+    running.start(engine="ctranslate2", model="base")
+    paths = [_media(job.result_json_path), _media(job.result_text_path), _media(job.upload.stored_path)]
+    with django_capture_on_commit_callbacks(execute=True):
+        response = admin_client.post(f"{UPLOADS}{job.upload_id}/delete/", {"post": "yes"})
+    assert response.status_code == 302
+    assert not Upload.objects.exists() and not Job.objects.exists()
+    assert not any(p.exists() for p in paths)
+
+
+@pytest.mark.django_db
+def test_admin_speaks_russian_when_the_browser_asks(admin_client):
+    make_job("jfk.flac", status="done", result=JFK_RESULT)
+    html = admin_client.get(JOBS, HTTP_ACCEPT_LANGUAGE="ru").content.decode()
+    assert "Повторить выбранные задачи с теми же параметрами" in html
+    assert ">Статус<" in html and ">Готово<" in html
+    assert "Удалить выбранные" in html
+
+
+@pytest.mark.django_db
+def test_make_run_says_how_to_create_the_first_admin_user(django_user_model):
+    out = io.StringIO()
+    call_command("ensure_admin", "--url", "http://127.0.0.1:8000/admin/", "--no-input", stdout=out)
+    assert "No admin user yet. Create one with:" in out.getvalue() and "createsuperuser" in out.getvalue()
+    django_user_model.objects.create_superuser("boss", "boss@example.com", "a-long-password-1")
+    out = io.StringIO()
+    call_command("ensure_admin", "--url", "http://127.0.0.1:8000/admin/", stdout=out)
+    assert out.getvalue().strip() == "Admin: http://127.0.0.1:8000/admin/ (superuser: boss)"
+
+
+# --- a real session in the browser -------------------------------------------------------------------
+
+
+@pytest.mark.integration
+@pytest.mark.django_db(transaction=True)
+def test_review_retry_and_delete_a_real_job_in_the_admin(service, pages, admin_user, eval_dir):
+    with open(eval_dir / "jfk.flac", "rb") as fh:
+        body = requests.post(f"{service}/transcribe", files={"file": ("jfk.flac", fh)},
+                             data={"language": "en", "model": "base", "engine": "ctranslate2"}, timeout=120).json()
+    job = Job.objects.get(pk=body["job_id"])
+    result_files = [_media(job.result_json_path), _media(job.result_text_path)]
+    audio = _media(job.upload.stored_path)
+    assert all(p.is_file() for p in [*result_files, audio])
+
+    page = pages.open("/admin/login/?next=" + JOBS)
+    page.fill("#id_username", admin_user.username)
+    page.fill("#id_password", "password")
+    page.click("input[type=submit]")
+    page.wait_for_url(f"**{JOBS}")
+    assert page.inner_text("#result_list .job-status") == "Done"
+    page.fill("#searchbar", "ask what you can do")
+    with page.expect_navigation():
+        page.press("#searchbar", "Enter")
+    assert page.locator("#result_list tbody tr").count() == 1
+    with page.expect_navigation():
+        page.click("#changelist-filter a:text-is('Failed')")
+    assert page.locator("#result_list").count() == 0  # no failed job matches
+    page.goto(f"{service}{JOBS}")
+
+    with page.expect_navigation():
+        page.click(f"#result_list a:text-is('{str(job.pk)[:8]}')")
+    page.evaluate("document.querySelector('audio').load()")  # preload=none: the list stays light
+    page.wait_for_function("document.querySelector('audio').readyState >= 1")
+    assert page.evaluate("document.querySelector('audio').duration") == pytest.approx(11.0, abs=0.1)
+    assert page.locator("table.segments tbody tr").count() == len(job.result["segments"])
+    with page.expect_download() as download:
+        page.click("a[href$='format=srt']")
+    assert "-->" in Path(download.value.path()).read_text()
+
+    page.goto(f"{service}{JOBS}")
+    page.check(f"input[name=_selected_action][value='{job.pk}']")
+    page.select_option("select[name=action]", "retry_jobs")
+    with page.expect_navigation():
+        page.click("button[name=index]")
+    assert "1 job queued again." in page.inner_text(".messagelist")
+    retried = Job.objects.exclude(pk=job.pk).get()
+    deadline = time.monotonic() + 120
+    while retried.status != "done" and time.monotonic() < deadline:
+        time.sleep(0.3)
+        retried.refresh_from_db()
+    assert retried.status == "done" and retried.upload_id == job.upload_id
+
+    page.check(f"input[name=_selected_action][value='{job.pk}']")
+    page.select_option("select[name=action]", "delete_selected")
+    with page.expect_navigation():
+        page.click("button[name=index]")
+    with page.expect_navigation():
+        page.click("input[type=submit]")  # "Yes, I'm sure"
+    assert "Successfully deleted 1 job." in page.inner_text(".messagelist")
+    assert not Job.objects.filter(pk=job.pk).exists()
+    assert not any(p.exists() for p in result_files)
+    assert audio.is_file(), "the retried job still uses the upload"
+
+    page.goto(f"{service}{UPLOADS}")
+    page.check("input[name=_selected_action]")
+    page.select_option("select[name=action]", "delete_selected")
+    with page.expect_navigation():
+        page.click("button[name=index]")
+    with page.expect_navigation():
+        page.click("input[type=submit]")
+    assert "Successfully deleted 1 upload." in page.inner_text(".messagelist")
+    assert not Upload.objects.exists() and not audio.exists()
+    assert not _media(retried.result_json_path).exists()
