@@ -321,6 +321,7 @@ def test_drop_two_clips_watch_them_finish_then_read_play_and_download(service, p
     page.select_option("#id_model", "base")
     page.click("details.advanced summary")
     page.select_option("#id_engine", "ctranslate2")
+    page.click("details.advanced summary")  # closed again: the options stay chosen
     throttle_uploads(page, 400 * 1024)  # ~3 s for jfk.flac: upload progress is seen, not assumed
     page.evaluate(RECORD_ROWS)
     drop_files(page, "#dropzone", [("jfk.flac", (eval_dir / "jfk.flac").read_bytes()),
@@ -336,6 +337,7 @@ def test_drop_two_clips_watch_them_finish_then_read_play_and_download(service, p
     rows = _wait_rows_final(page, on_poll=capture_while_running)
     assert [r["status"] for r in rows] == ["done", "done"], rows
     assert all(r["value"] == 100 for r in rows)
+    assert page.inner_text("#announcer") == "multilingual.mp3: Done"  # what a screen reader heard last
 
     seen = page.evaluate("window.__seen")
     for name in ("jfk.flac", "multilingual.mp3"):

@@ -73,6 +73,10 @@
     }
 
     status(key) {
+      if (this.li.dataset.status !== key && key !== "waiting") {
+        // Screen readers hear each change of state, not every percent.
+        document.getElementById("announcer").textContent = this.file.name + ": " + t(key);
+      }
       this.li.dataset.status = key;
       const badge = this.q(".status");
       badge.textContent = t(key);
@@ -208,6 +212,11 @@
     }
     pump();
   }
+
+  // Leaving the page would abort the uploads still being sent (jobs already sent carry on).
+  window.addEventListener("beforeunload", (e) => {
+    if (sending) { e.preventDefault(); e.returnValue = ""; }
+  });
 
   zone.addEventListener("click", () => input.click());
   zone.addEventListener("keydown", (e) => {
