@@ -9,6 +9,7 @@ from pathlib import PurePosixPath, PureWindowsPath
 
 from django.conf import settings
 from django.core.files.uploadhandler import StopUpload, TemporaryFileUploadHandler
+from django.core.handlers.wsgi import LimitedStream
 from django.http import QueryDict
 from django.utils.datastructures import MultiValueDict
 
@@ -62,21 +63,70 @@ def safe_name(name: str, max_length: int = 100) -> str:
     return name[:max_length]
 
 
+# After refusing an upload, read at most this much more of the body, so that a client which only
+# reads the answer once it has sent everything still gets it; past that the server stops reading.
+LINGER_BYTES = 8 * 1024 * 1024
+
+
+def stop_reading(request) -> None:
+    """Keep the server from reading the rest of a refused request body.
+
+    Django's runserver (and the test server) drain an unread body when the response is done with
+    one read() of everything left: a refused 6 GB upload would be read whole, into RAM. Shortening
+    its stream's limit makes it read at most LINGER_BYTES more; the rest is never read (the
+    connection is not reused for another request: the answer says Connection: close)."""
+    stream = request.META.get("wsgi.input")
+    if isinstance(stream, LimitedStream):  # other servers (gunicorn) read in bounded chunks
+        stream.limit = min(stream.limit, getattr(stream, "_pos", 0) + LINGER_BYTES)
+
+
+def discard_partial_uploads(request) -> None:
+    """Delete the temp file of an upload that a parse error interrupted mid-file.
+
+    Django closes completed files when parsing fails, not the one a handler is still writing
+    (e.g. a base64 part that stops decoding): it would stay in FILE_UPLOAD_TEMP_DIR until the
+    garbage collector happens to reach it. Call this where MultiPartParserError is answered."""
+    for handler in getattr(request, "_upload_handlers", None) or ():
+        partial = getattr(handler, "file", None)
+        if partial is not None and not partial.closed:
+            partial.close()  # a TemporaryUploadedFile deletes itself on close
+
+
+# Form fields that take files; a file sent in any other field (e.g. `language`) is refused rather
+# than silently dropped (django-ninja would then use the option's default).
+FILE_FIELDS = frozenset({"file", "files"})
+
+
 class CappedHashingUploadHandler(TemporaryFileUploadHandler):
     """Streams each file to a temp file, computing its SHA-256 and refusing it past the cap."""
+
+    def __init__(self, request=None) -> None:
+        super().__init__(request)
+        meta = getattr(request, "META", {})
+        if "chunked" in meta.get("HTTP_TRANSFER_ENCODING", "").lower() and not meta.get("CONTENT_LENGTH"):
+            # Django reads no body without a Content-Length: every field would look missing.
+            request.upload_rejection = UploadRejected(
+                411, "send the file with a Content-Length header; chunked uploads are not supported")
+
+    def _refuse(self, rejection: UploadRejected) -> None:
+        self.request.upload_rejection = rejection
+        stop_reading(self.request)
 
     def handle_raw_input(self, input_data, META, content_length, boundary, encoding=None):
         # A declared length far over the cap is refused before a byte of the body is read.
         if content_length and content_length > settings.MAX_UPLOAD_BYTES + 1024 * 1024:
-            self.request.upload_rejection = too_large()
+            self._refuse(too_large())
             return QueryDict(encoding=encoding), MultiValueDict()
         return None
 
     def new_file(self, field_name, file_name, *args, **kwargs):
         try:
+            if field_name not in FILE_FIELDS:
+                raise UploadRejected(422, f"{field_name}: expected a value, not a file ({file_name!r});"
+                                          f" files go in {' or '.join(sorted(FILE_FIELDS))}")
             check_extension(file_name)
         except UploadRejected as exc:
-            self.request.upload_rejection = exc
+            self._refuse(exc)
             raise StopUpload(connection_reset=True) from None
         super().new_file(field_name, file_name, *args, **kwargs)
         self._sha = hashlib.sha256()
@@ -86,7 +136,7 @@ class CappedHashingUploadHandler(TemporaryFileUploadHandler):
         self._size += len(raw_data)
         if self._size > settings.MAX_UPLOAD_BYTES:
             self.file.close()  # a TemporaryUploadedFile deletes itself on close
-            self.request.upload_rejection = too_large()
+            self._refuse(too_large())
             raise StopUpload(connection_reset=True)
         self._sha.update(raw_data)
         return super().receive_data_chunk(raw_data, start)
