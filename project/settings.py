@@ -141,6 +141,9 @@ WHISPER_ENGINE = os.getenv("WHISPER_ENGINE", "auto")
 WHISPER_DEFAULT_MODEL = os.getenv("WHISPER_DEFAULT_MODEL", "")
 WHISPER_CPU_THREADS = int(os.getenv("WHISPER_CPU_THREADS", "0"))
 FFMPEG_BINARY = os.getenv("FFMPEG_BINARY", "")
+# Long audio is transcribed in pieces of at most this many seconds, cut in quiet gaps: the engines
+# compute features for everything they are given at once (about 50 MB per minute of audio).
+WHISPER_WINDOW_SECONDS = float(os.getenv("WHISPER_WINDOW_SECONDS", "180"))
 # Crash recovery: a running job's worker beats every JOB_HEARTBEAT_SECONDS; a job silent for
 # JOB_STALE_SECONDS is requeued, up to JOB_MAX_ATTEMPTS starts, then failed with the reason.
 JOB_HEARTBEAT_SECONDS = float(os.getenv("JOB_HEARTBEAT_SECONDS", "10"))

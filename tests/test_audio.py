@@ -120,9 +120,36 @@ def test_threshold_decides_what_counts_as_silence():
     assert find_speech_bounds(audio_, threshold_db=-50, min_silence=0.5, margin=0).offset == pytest.approx(1.0, abs=0.021)
 
 
-def test_all_silent_audio_is_kept_whole():
-    audio_ = _silence(5.0)
-    assert find_speech_bounds(audio_, -60, 0.5) == audio.Trim(0, len(audio_))
+def test_all_silent_audio_has_nothing_to_transcribe():
+    trim = find_speech_bounds(_silence(5.0), -60, 0.5)
+    assert trim.start == trim.end == 0
+
+
+def test_levels_are_the_same_whatever_the_reading_slice():
+    audio_ = np.concatenate([_tone(1.0), _silence(1.0), _tone(0.5, amplitude=0.01)])
+    whole = audio.block_levels(audio_, 320)
+    sliced = audio.block_levels(audio_, 320, chunk_blocks=7)
+    assert np.allclose(whole, sliced) and len(whole) == len(audio_) // 320
+    assert whole[0] == pytest.approx(20 * np.log10(0.5 / np.sqrt(2)), abs=0.1)
+    assert whole[60] < -150
+
+
+def test_long_audio_is_split_in_the_quiet_gaps_not_in_words():
+    # 30 "sentences" of 10 s separated by 1 s gaps of silence: 330 s in all
+    parts = []
+    for _ in range(30):
+        parts += [_tone(10.0), _silence(1.0)]
+    audio_ = np.concatenate(parts)
+    pieces = audio.split_points(audio_, 0, len(audio_), window_seconds=120, search_seconds=15)
+    assert pieces[0][0] == 0 and pieces[-1][1] == len(audio_)
+    assert all(a[1] == b[0] for a, b in zip(pieces, pieces[1:]))  # contiguous, nothing lost
+    assert all(b - a <= 120 * SAMPLE_RATE for a, b in pieces)
+    for _, cut in pieces[:-1]:
+        assert np.max(np.abs(audio_[cut:cut + 1600])) == 0.0  # the cut falls in a silent gap
+
+
+def test_short_audio_is_one_piece():
+    assert audio.split_points(_tone(30.0), 100, 16000 * 20, window_seconds=120) == [(100, 16000 * 20)]
 
 
 def test_empty_audio_has_empty_bounds():

@@ -89,3 +89,23 @@ def test_retry_queues_a_new_job_on_the_same_upload_with_new_options(clips):
     assert same.requested_model == "base" and same.options == job.options
     with pytest.raises(services.ServiceError, match="English-only"):
         services.retry(job, TranscribeOptions(language="de", model="tiny.en"))
+
+
+def test_long_audio_is_transcribed_in_pieces_on_one_timeline(eval_dir, settings):
+    from tests.conftest import manifest, normalise_words, wer
+
+    settings.WHISPER_WINDOW_SECONDS = 25  # the 60 s reading becomes three pieces
+    with open(eval_dir / "multilingual.mp3", "rb") as fh:
+        upload = SimpleUploadedFile("multilingual.mp3", fh.read())
+    job = services.create_job(upload, TranscribeOptions(language="en", model="base", engine="ctranslate2"))
+    services.run_job(str(job.id))
+    job.refresh_from_db()
+    assert job.status == "done", job.error
+    segments = job.result["segments"]
+    assert [s["id"] for s in segments] == list(range(len(segments)))
+    words = [w for s in segments for w in s["words"]]
+    assert [w["start"] for w in words] == sorted(w["start"] for w in words)
+    assert words[-1]["end"] > 40  # the later pieces were moved onto the file's timeline
+    english = manifest()["multilingual.mp3"]["reference"].split(":", 1)[1].split("The rest is a German")[0]
+    n = len(normalise_words(english).split())
+    assert wer(english, " ".join(normalise_words(job.result["text"]).split()[:n])) <= 0.15

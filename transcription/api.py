@@ -7,9 +7,11 @@ from urllib.parse import quote
 from uuid import UUID
 
 import pydantic
+from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
 from django.db import InterfaceError, OperationalError
+from django.http.multipartparser import MultiPartParserError
 from django.conf import settings
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from ninja import File, Form, NinjaAPI, Query, Schema, Status
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.files import UploadedFile
@@ -20,7 +22,7 @@ from .auth import API_AUTH, JOB_THROTTLE
 from .models import Batch, Job
 from .schemas import (BatchAccepted, BatchOut, Error, JobAccepted, JobOut, ModelsOut,
                       TranscribeOptions, TranscribeResult)
-from .uploads import UploadRejected
+from .uploads import UploadRejected, discard_partial_uploads
 
 log = logging.getLogger("transcription")
 
@@ -60,7 +62,13 @@ def _service_error(request: HttpRequest, exc: services.ServiceError):
 
 @api.exception_handler(UploadRejected)
 def _upload_rejected(request: HttpRequest, exc: UploadRejected):
-    return error_response(request, exc.status, exc.message, "file")
+    answer = error_response(request, exc.status, exc.message, "file")
+    # The rest of a refused body is never read, so the connection cannot carry another request.
+    # WSGI forbids an application's Connection header; an answer of unknown length makes the
+    # server close the connection after it (Django's runserver says Connection: close).
+    response = StreamingHttpResponse(iter([answer.content]), status=answer.status_code,
+                                     content_type=answer["Content-Type"])
+    return response
 
 
 def _field_errors(errors, skip_prefix: bool) -> list[dict]:
@@ -106,6 +114,19 @@ def _unexpected(request: HttpRequest, exc: Exception):
         if exc.status_code == 429:
             response["Retry-After"] = "60"
         return response
+    if isinstance(exc, MultiPartParserError):
+        discard_partial_uploads(request)
+        return error_response(request, 400, f"malformed multipart/form-data body: {exc}")
+    if isinstance(exc, RequestDataTooBig):
+        return error_response(request, 413, "form fields are larger than"
+                              f" {settings.DATA_UPLOAD_MAX_MEMORY_SIZE // 1024} KB in all; only the"
+                              " file may be large, and it goes in the 'file' field")
+    if isinstance(exc, TooManyFieldsSent):
+        return error_response(request, 400, "too many form fields (more than"
+                              f" {settings.DATA_UPLOAD_MAX_NUMBER_FIELDS})")
+    if isinstance(exc, TooManyFilesSent):
+        return error_response(request, 400, "too many files in one request (more than"
+                              f" {settings.DATA_UPLOAD_MAX_NUMBER_FILES})", "files")
     if isinstance(exc, (OperationalError, InterfaceError)):
         log.error("event=database_unavailable path=%s error=%r", request.path, str(exc)[:200])
         return error_response(request, 503, "the database is unavailable; try again later"

@@ -124,6 +124,19 @@ class Trim:
         return self.start / SAMPLE_RATE
 
 
+def block_levels(audio: np.ndarray, hop: int, chunk_blocks: int = 500_000) -> np.ndarray:
+    """RMS level (dBFS) of each `hop`-sample block, read a slice at a time so hours of memory-
+    mapped audio never sit in RAM at once."""
+    frames = len(audio) // hop
+    levels = np.empty(frames, dtype=np.float32)
+    for first in range(0, frames, chunk_blocks):
+        last = min(frames, first + chunk_blocks)
+        blocks = np.asarray(audio[first * hop:last * hop], dtype=np.float32).reshape(last - first, hop)
+        rms = np.sqrt(np.mean(np.square(blocks, dtype=np.float64), axis=1))
+        levels[first:last] = 20.0 * np.log10(np.maximum(rms, 1e-10))
+    return levels
+
+
 def find_speech_bounds(
     audio: np.ndarray,
     threshold_db: float,
@@ -134,20 +147,15 @@ def find_speech_bounds(
     """Find leading/trailing runs quieter than `threshold_db` (dBFS RMS) lasting >= `min_silence` s.
 
     A run shorter than `min_silence` is kept, and `margin` seconds of each trimmed run are kept so
-    a soft word onset is not clipped. An all-silent file is kept whole: the engine, not the
-    trimmer, decides there is nothing to say.
+    a soft word onset is not clipped. An all-silent file gives an empty range (start == end).
     """
     n = len(audio)
     hop = max(1, int(window * SAMPLE_RATE))
-    frames = n // hop
-    if frames == 0:
+    if n // hop == 0:
         return Trim(0, n)
-    blocks = np.asarray(audio[: frames * hop], dtype=np.float32).reshape(frames, hop)
-    rms = np.sqrt(np.mean(np.square(blocks, dtype=np.float64), axis=1))
-    level = 20.0 * np.log10(np.maximum(rms, 1e-10))
-    loud = np.flatnonzero(level > threshold_db)
+    loud = np.flatnonzero(block_levels(audio, hop) > threshold_db)
     if loud.size == 0:
-        return Trim(0, n)
+        return Trim(0, 0)
     pad = int(margin * SAMPLE_RATE)
     start = max(0, int(loud[0]) * hop - pad)
     end = min(n, (int(loud[-1]) + 1) * hop + pad)
@@ -157,3 +165,24 @@ def find_speech_bounds(
     if n - end < min_samples:
         end = n
     return Trim(start, end)
+
+
+def split_points(audio: np.ndarray, start: int, end: int, window_seconds: float,
+                 search_seconds: float = 15.0, block: float = 0.1) -> list[tuple[int, int]]:
+    """Cut [start, end) into pieces of at most `window_seconds`, each cut at the quietest
+    `block`-second stretch of the last `search_seconds` before the limit, so no word is split.
+
+    Long audio is transcribed piece by piece: the engines compute features for all the audio
+    they are given at once, so one 10-minute call costs about half a gigabyte."""
+    limit = int(window_seconds * SAMPLE_RATE)
+    hop = max(1, int(block * SAMPLE_RATE))
+    pieces = []
+    while end - start > limit:
+        search_from = start + limit - int(min(search_seconds, window_seconds / 2) * SAMPLE_RATE)
+        levels = block_levels(audio[search_from:start + limit], hop)
+        cut = search_from + int(np.argmin(levels)) * hop if levels.size else start + limit
+        cut = max(start + hop, cut)
+        pieces.append((start, cut))
+        start = cut
+    pieces.append((start, end))
+    return pieces

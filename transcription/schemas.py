@@ -6,6 +6,7 @@ from typing import Any, Literal
 from uuid import UUID
 
 from ninja import Schema
+from ninja.schema import DjangoGetter
 from pydantic import Field, field_validator, model_validator
 
 from .languages import normalise_language
@@ -57,9 +58,11 @@ class TranscribeOptions(Schema):
     @model_validator(mode="before")
     @classmethod
     def _blank_is_default(cls, data: Any) -> Any:
-        # HTML forms send "" for an untouched optional field: treat it as absent.
-        if isinstance(data, dict):
-            return {k: v for k, v in data.items() if not (isinstance(v, str) and v.strip() == "")}
+        # HTML forms send "" for an untouched optional field: treat it as absent. django-ninja
+        # hands validators its DjangoGetter wrapper around the form's dict.
+        raw = data._obj if isinstance(data, DjangoGetter) else data
+        if isinstance(raw, dict):
+            return {k: v for k, v in raw.items() if not (isinstance(v, str) and v.strip() == "")}
         return data
 
     @field_validator("language")

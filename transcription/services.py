@@ -12,7 +12,7 @@ import tempfile
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -23,7 +23,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from . import audio, engines, formats, modelstore
-from .engines import Cancelled, DecodeOptions, EngineUnavailable
+from .engines import Cancelled, DecodeOptions, EngineUnavailable, Transcript
 from .languages import AUTO
 from .models import Batch, Job, TransitionError, Upload
 from .schemas import TranscribeOptions, parse_suppress_tokens, parse_temperature
@@ -469,11 +469,8 @@ def _transcribe(job: Job, work: Path) -> None:
     log.info("job=%s event=converted seconds=%.2f audio_seconds=%.2f trimmed_start=%.2f trimmed_end=%.2f",
              job.id, conversion, duration, trim.offset, (len(samples) - trim.end) / audio.SAMPLE_RATE)
 
-    engine = engines.get_engine(job.engine)
-    model_path = modelstore.engine_dir(job.model, job.engine)
     t1 = time.monotonic()
-    transcript = engine.transcribe(model_path, samples[trim.start:trim.end], decode_options(job),
-                                   _Progress(job))
+    transcript = _transcribe_pieces(job, samples, trim)
     inference = time.monotonic() - t1
     del samples
 
@@ -493,6 +490,38 @@ def _transcribe(job: Job, work: Path) -> None:
              conversion, inference, inference / duration if duration else 0.0)
 
 
+def _transcribe_pieces(job: Job, samples, trim: audio.Trim) -> Transcript:
+    """Run the engine over the kept audio, piece by piece for long files (bounded memory), with
+    segments moved onto the uploaded file's timeline."""
+    decode = decode_options(job)
+    if trim.end <= trim.start:  # nothing above the silence threshold: nothing to say
+        return Transcript(language=decode.language or "", language_probability=None, segments=[])
+    engine = engines.get_engine(job.engine)
+    model_path = modelstore.engine_dir(job.model, job.engine)
+    pieces = audio.split_points(samples, trim.start, trim.end, settings.WHISPER_WINDOW_SECONDS)
+    total = trim.end - trim.start
+    progress = _Progress(job)
+    segments: list = []
+    language, probability = decode.language, None
+    for first, last in pieces:
+        # Each piece starts fresh but for the user's prompt, as batched Whisper pipelines do:
+        # measured on the shared reading, feeding one piece's text to the next as its prompt made
+        # the model skip the next piece's last sentence.
+        options = replace(decode, language=language)
+        done = first - trim.start
+        piece = engine.transcribe(model_path, samples[first:last], options,
+                                  lambda f, done=done, size=last - first: progress((done + f * size) / total))
+        language = language or piece.language
+        probability = probability if probability is not None else piece.language_probability
+        for seg in piece.segments:
+            moved = seg.shifted(first / audio.SAMPLE_RATE)
+            moved.id = len(segments)
+            segments.append(moved)
+    if len(pieces) > 1:
+        log.info("job=%s event=transcribed pieces=%d", job.id, len(pieces))
+    return Transcript(language=language or "", language_probability=probability, segments=segments)
+
+
 def result_names(job: Job) -> tuple[str, str, str]:
     """(uploaded_file, result .txt, result .json) names, as the specification shapes them."""
     uploaded = Path(job.upload.stored_path).name
@@ -504,8 +533,7 @@ def build_result(job: Job, transcript, offset: float, duration: float, timings: 
     uploaded, txt_name, _ = result_names(job)
     opts = job.options
     segments = []
-    for seg in transcript.segments:
-        seg = seg.shifted(offset)
+    for seg in transcript.segments:  # already on the uploaded file's timeline
         row = {
             "id": seg.id,
             "start": round(seg.start, 3),
