@@ -279,6 +279,25 @@ def test_pages_need_a_login_when_api_tokens_are_set(client, settings, admin_user
     assert client.get("/").status_code == 200
 
 
+@pytest.mark.django_db
+def test_with_api_tokens_the_page_sends_to_the_api_with_its_session_and_csrf_token(settings, admin_user, clips):
+    from django.test import Client
+
+    settings.API_TOKENS = ["secret-token"]
+    browser = Client(enforce_csrf_checks=True)
+    browser.force_login(admin_user)
+    html = browser.get("/").content.decode()
+    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', html).group(1)
+    with open(clips["wav"], "rb") as fh:
+        accepted = browser.post("/transcribe", {"file": fh, "wait": "false", "language": "en"},
+                                HTTP_X_CSRFTOKEN=token)
+    assert accepted.status_code == 202, accepted.content
+    with open(clips["wav"], "rb") as fh:
+        forged = browser.post("/transcribe", {"file": fh, "wait": "false"})
+    assert forged.status_code in (401, 403)
+    assert Job.objects.count() == 1
+
+
 # --- in the browser, against a live server and a real worker ----------------------------------------
 
 RECORD_ROWS = """() => {
@@ -481,6 +500,17 @@ def test_files_are_checked_in_the_browser_before_sending_and_again_by_the_server
     rows = _wait_rows_final(page, timeout=30)
     assert rows[3]["status"] == "rejected" and len(sent) == 1
     assert "notes.mp3" in rows[3]["error"] and "audio" in rows[3]["error"].lower()
+
+    # a page rendered before the limit was lowered lets a big file through: the server refuses it
+    settings.MAX_UPLOAD_BYTES = 10 * len(big)
+    stale = pages.open("/")
+    stale.on("request", lambda r: sent.append(r.url) if r.url.endswith("/transcribe") else None)
+    settings.MAX_UPLOAD_BYTES = 100_000
+    drop_files(stale, "#dropzone", [("jfk.wav", big)])
+    rows = _wait_rows_final(stale, timeout=30)
+    assert rows[0]["status"] == "rejected" and len(sent) == 2
+    assert rows[0]["error"] in ("file is larger than the 97.7 KB limit", "The upload was interrupted"
+                                " (connection closed). Over the size limit?"), rows[0]["error"]
     assert not Job.objects.exists()
 
 
@@ -488,6 +518,10 @@ def test_files_are_checked_in_the_browser_before_sending_and_again_by_the_server
 @pytest.mark.django_db(transaction=True)
 def test_drop_zone_is_reachable_and_usable_from_the_keyboard(pages, tmp_path):
     page = pages.open("/")
+    # Listen for the file picker before any key is pressed: Playwright turns interception on
+    # asynchronously, and a dialog opened before that is lost (expect_file_chooser() races too).
+    choosers = []
+    page.on("filechooser", lambda chooser: choosers.append(chooser))
     for _ in range(60):
         page.keyboard.press("Tab")
         if page.evaluate("document.activeElement.id") == "dropzone":
@@ -498,10 +532,17 @@ def test_drop_zone_is_reachable_and_usable_from_the_keyboard(pages, tmp_path):
     assert outline != "none", "the focused drop zone must show it has the focus"
     notes = tmp_path / "notes.txt"
     notes.write_text("not audio")
-    with page.expect_file_chooser() as chooser:
-        page.keyboard.press("Enter")
-    assert chooser.value.is_multiple()
-    chooser.value.set_files(str(notes))
+    # count the picker input's clicks: if the dialog is missed, the message says whether the key landed
+    page.evaluate("window.__c = 0; document.getElementById('files').addEventListener('click', () => window.__c++)")
+    page.keyboard.press("Enter")
+    for _ in range(50):
+        if choosers:
+            break
+        page.wait_for_timeout(100)
+    assert choosers, ("Enter on the drop zone did not open the file picker",
+                      page.evaluate("[window.__c, document.activeElement.id, document.hasFocus()]"))
+    assert choosers[0].is_multiple()
+    choosers[0].set_files(str(notes))
     rows = _wait_rows_final(page, timeout=10)
     assert rows[0]["name"] == "notes.txt" and rows[0]["status"] == "rejected"
 
