@@ -338,6 +338,17 @@ def test_tiny_file_that_decodes_to_ten_minutes_keeps_the_worker_memory_bounded(h
         f"ten minutes raised the worker's peak by {extra_mb:.0f} MB over five minutes")
 
 
+def test_audio_longer_than_the_duration_limit_is_refused_at_upload(hostile, hostile_files, settings):
+    """Decoded, a second of audio is 64 KB in FILE_UPLOAD_TEMP_DIR, and a FLAC of silence holds
+    ~2.6 h per MB: the 5 GB upload cap alone lets one file fill any disk (thousands of hours). A
+    duration limit (MAX_AUDIO_SECONDS) must refuse longer audio when it is uploaded: 422, no job."""
+    settings.MAX_AUDIO_SECONDS = 60
+    with open(hostile_files["bomb5"], "rb") as fh:
+        resp = post(hostile, {"file": ("five-minutes.flac", fh)}, FAST)
+    assert_json_error(resp, 422, "MAX_AUDIO_SECONDS")
+    assert not Upload.objects.exists() and not Job.objects.exists()
+
+
 def test_wav_whose_header_claims_gigabytes_is_transcribed_for_what_it_holds(hostile, hostile_files):
     with open(hostile_files["liar"], "rb") as fh:
         resp = post(hostile, {"file": ("liar.wav", fh)}, FAST)
