@@ -19,8 +19,8 @@ DOCS = REPO / "docs"
 
 
 class _Shared:
-    """One Playwright and one Chromium per test process. Each test module that imports the fixture
-    gets its own session-scoped copy of it, and the sync API cannot be started twice: count users."""
+    """One Playwright and one Chromium at a time: each test module that imports the fixture gets its
+    own copy of it, and the sync API cannot be started twice in a thread, so count the users."""
 
     playwright = None
     browser = None
@@ -28,9 +28,10 @@ class _Shared:
     previous_env: str | None = None
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium():
-    """One headless Chromium for the whole run."""
+    """A headless Chromium for a module's tests; stopped after them, so that Playwright's event
+    loop (and the ORM's permission to run beside it) never outlives the browser tests."""
     if not os.access(CHROMIUM, os.X_OK):
         pytest.fail(f"{CHROMIUM} is missing: `make test` installs it (apt-get install -y chromium)")
     from playwright.sync_api import sync_playwright
