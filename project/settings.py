@@ -142,6 +142,9 @@ WHISPER_ENGINE = os.getenv("WHISPER_ENGINE", "auto")
 WHISPER_DEFAULT_MODEL = os.getenv("WHISPER_DEFAULT_MODEL", "")
 WHISPER_CPU_THREADS = int(os.getenv("WHISPER_CPU_THREADS", "0"))
 FFMPEG_BINARY = os.getenv("FFMPEG_BINARY", "")
+# Longest audio accepted (seconds; 0: no limit). Decoded, a second is 64 KB of temporary samples,
+# and a megabyte of FLAC silence decodes to hours: the upload size cap alone does not bound that.
+MAX_AUDIO_SECONDS = float(os.getenv("MAX_AUDIO_SECONDS", str(12 * 3600)))
 # Long audio is transcribed in pieces of at most this many seconds, cut in quiet gaps: the engines
 # compute features for everything they are given at once (about 50 MB per minute of audio).
 WHISPER_WINDOW_SECONDS = float(os.getenv("WHISPER_WINDOW_SECONDS", "180"))

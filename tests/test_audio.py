@@ -154,3 +154,23 @@ def test_short_audio_is_one_piece():
 
 def test_empty_audio_has_empty_bounds():
     assert find_speech_bounds(np.zeros(0, dtype=np.float32), -60, 0.5) == audio.Trim(0, 0)
+
+
+def test_duration_limit_is_checked_by_decoding_when_the_header_says_too_long(clips, settings):
+    settings.MAX_AUDIO_SECONDS = 20
+    probed = audio.probe(clips["flac"])
+    assert audio.check_duration(clips["flac"], probed) == pytest.approx(11.0, abs=0.1)
+    lying = audio.Probe(duration=99_999.0, audio_codec="flac", has_video=False)
+    assert audio.check_duration(clips["flac"], lying) == pytest.approx(11.0, abs=0.1)
+    settings.MAX_AUDIO_SECONDS = 5
+    with pytest.raises(AudioError, match="MAX_AUDIO_SECONDS=5"):
+        audio.check_duration(clips["flac"], probed)
+
+
+def test_conversion_stops_past_the_duration_limit(clips, settings, tmp_path):
+    settings.MAX_AUDIO_SECONDS = 5
+    with pytest.raises(AudioError, match="over the"):
+        audio.convert(clips["flac"], tmp_path / "x.f32")
+    assert not (tmp_path / "x.f32").exists()
+    settings.MAX_AUDIO_SECONDS = 0  # no limit
+    assert len(audio.convert(clips["flac"], tmp_path / "y.f32")) == pytest.approx(11 * SAMPLE_RATE, abs=100)

@@ -90,12 +90,50 @@ def probe(path: Path) -> Probe:
     return Probe(duration=duration, audio_codec=audio.group(1), has_video=" Video: " in info)
 
 
+_TIME = re.compile(r"time=\s*(\d+):(\d+):(\d+(?:\.\d+)?)")
+
+
+def decoded_duration(path: Path, cap: float) -> float:
+    """Seconds of audio the file really decodes to (up to `cap` + 1): headers can lie."""
+    proc = subprocess.run(
+        [ffmpeg_binary(), "-hide_banner", "-nostdin", "-i", str(path), "-map", "0:a:0",
+         "-t", str(cap + 1), "-f", "null", "-"],
+        capture_output=True, text=True, errors="replace",
+    )
+    times = _TIME.findall(proc.stderr)
+    if not times:
+        return 0.0
+    h, m, s = times[-1]
+    return int(h) * 3600 + int(m) * 60 + float(s)
+
+
+def too_long(seconds: float) -> AudioError:
+    limit = settings.MAX_AUDIO_SECONDS
+    return AudioError(f"the audio lasts {seconds / 3600:.1f} h, over the {limit / 3600:.1f} h limit"
+                      f" (MAX_AUDIO_SECONDS={limit:.0f}); split the file")
+
+
+def check_duration(path: Path, probed: Probe) -> float | None:
+    """Refuse audio longer than MAX_AUDIO_SECONDS; decode to check only when the header says so."""
+    limit = settings.MAX_AUDIO_SECONDS
+    if not limit or probed.duration is None or probed.duration <= limit:
+        return probed.duration
+    real = decoded_duration(path, limit)
+    if real > limit:
+        raise too_long(real)
+    return real
+
+
 def convert(path: Path, out_path: Path) -> np.ndarray:
-    """Decode the first audio stream to 16 kHz mono float32 in `out_path` and map it."""
+    """Decode the first audio stream to 16 kHz mono float32 in `out_path` and map it.
+
+    Decoding stops just past MAX_AUDIO_SECONDS, so no file can fill the disk with samples."""
+    limit = settings.MAX_AUDIO_SECONDS
+    cap = ["-t", str(limit + 1)] if limit else []
     proc = subprocess.run(
         [
             ffmpeg_binary(), "-hide_banner", "-nostdin", "-v", "error", "-y",
-            "-i", str(path), "-map", "0:a:0", "-vn", "-sn", "-dn",
+            "-i", str(path), *cap, "-map", "0:a:0", "-vn", "-sn", "-dn",
             "-ac", "1", "-ar", str(SAMPLE_RATE), "-f", "f32le", "-acodec", "pcm_f32le",
             str(out_path),
         ],
@@ -108,6 +146,9 @@ def convert(path: Path, out_path: Path) -> np.ndarray:
     size = out_path.stat().st_size
     if size < 4:
         raise AudioError("the file contains no audio samples")
+    if limit and size / 4 / SAMPLE_RATE > limit:
+        out_path.unlink(missing_ok=True)
+        raise too_long(size / 4 / SAMPLE_RATE)
     # A memory map keeps hours of audio out of RAM until the engine reads it.
     return np.memmap(out_path, dtype="<f4", mode="r", shape=(size // 4,))
 

@@ -174,6 +174,7 @@ def _store(uploaded: UploadedFile) -> _Stored:
                 out.write(chunk)
     try:
         probed = audio.probe(target)
+        probed = replace(probed, duration=audio.check_duration(target, probed))
         sha = getattr(uploaded, "sha256", "") or _sha256(target)
     except audio.AudioError as exc:
         target.unlink(missing_ok=True)
