@@ -109,7 +109,8 @@ def test_heartbeat_thread_keeps_the_job_alive_and_stops_when_the_job_is_taken_aw
 
 
 @pytest.mark.django_db
-def test_purge_is_a_dry_run_until_told_and_spares_recent_and_running_work(clips, capsys):
+def test_purge_is_a_dry_run_until_told_and_spares_recent_and_running_work(
+        clips, capsys, django_capture_on_commit_callbacks):
     old = _job(clips)
     old.start("ctranslate2", "base")
     old.finish({"text": "x"}, "results/old.json", "results/old.txt")
@@ -130,7 +131,8 @@ def test_purge_is_a_dry_run_until_told_and_spares_recent_and_running_work(clips,
     assert "would remove 1 upload(s), 1 job(s), 3 file(s)" in capsys.readouterr().out
     assert upload_file.exists() and Job.objects.count() == 3
 
-    call_command("purge", "--older-than", "30d", "--yes")
+    with django_capture_on_commit_callbacks(execute=True):  # files go once the rows are gone
+        call_command("purge", "--older-than", "30d", "--yes")
     assert "removed 1 upload(s)" in capsys.readouterr().out
     assert not upload_file.exists() and not Path(settings.MEDIA_ROOT, "results/old.txt").exists()
     assert set(Job.objects.values_list("pk", flat=True)) == {busy.pk, fresh.pk}
@@ -220,3 +222,34 @@ def test_a_dependency_that_is_down_gives_503_with_a_clear_message(tmp_path, clip
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_job_deleted_while_it_runs_stops_and_leaves_no_files(eval_dir):
+    import threading
+
+    with open(eval_dir / "multilingual.mp3", "rb") as fh:
+        upload = SimpleUploadedFile("multilingual.mp3", fh.read())
+    job = services.create_job(upload, TranscribeOptions(language="de", model="base", engine="ctranslate2"),
+                              enqueue=False)
+    errors = []
+
+    def run():
+        try:
+            services.run_job(str(job.id))
+        except Exception as exc:  # the worker must not crash on a vanished row
+            errors.append(exc)
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    deadline = time.monotonic() + 60
+    while not Job.objects.filter(pk=job.pk, status="running").exists():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    services.delete_jobs(Job.objects.filter(pk=job.pk))
+    worker.join(timeout=120)
+    assert not worker.is_alive() and errors == []
+    assert not Job.objects.filter(pk=job.pk).exists()
+    results = Path(settings.MEDIA_ROOT) / "results"
+    assert not list(results.glob(f"{job.id}_*")) if results.exists() else True
+    assert not list(Path(settings.FILE_UPLOAD_TEMP_DIR).glob(f"job-{job.id}-*"))

@@ -3,13 +3,8 @@ them — retry, cancel, delete together with their files. Actions call services;
 moves a job's state by itself."""
 from __future__ import annotations
 
-import logging
-from pathlib import Path
-
-from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin.actions import delete_selected
-from django.db import transaction
 from django.db.models import Count, Max, OuterRef, Subquery
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
@@ -20,7 +15,6 @@ from . import services
 from .models import Job, Upload
 from .uploads import human_size
 
-log = logging.getLogger("transcription")
 
 admin.site.site_header = _("Whisper transcription")
 admin.site.site_title = _("Whisper transcription admin")
@@ -58,77 +52,12 @@ def progress_bar(job: Job) -> str:
 
 
 def audio_player(job: Job) -> str:
-    path = _media_path(job.upload.stored_path)
+    path = services.media_path(job.upload.stored_path)
     if path is None or not path.is_file():
         return _("The uploaded file is no longer stored.")
     url = reverse("webui:audio", args=[job.id])
     return format_html('<audio controls preload="none" src="{}" aria-label="{}"></audio><br>'
                        '<a href="{}?download=1">{}</a>', url, _("Uploaded audio"), url, _("Download the original"))
-
-
-# --- files ----------------------------------------------------------------------------------------
-
-
-def _media_path(rel: str) -> Path | None:
-    """The file a stored relative path names, if it lies inside MEDIA_ROOT."""
-    if not rel:
-        return None
-    root = Path(settings.MEDIA_ROOT).resolve()
-    path = (root / rel).resolve()
-    return path if root in path.parents else None
-
-
-def _job_files(job: Job) -> list[Path]:
-    return [p for p in (_media_path(job.result_json_path), _media_path(job.result_text_path)) if p]
-
-
-def _unlink_after_commit(paths: list[Path]) -> None:
-    """Remove files once the rows are gone for good; a rolled-back delete keeps them."""
-    def unlink() -> None:
-        for path in paths:
-            try:
-                path.unlink(missing_ok=True)
-            except OSError as exc:
-                log.warning("event=file_delete_failed path=%s error=%r", path, str(exc))
-        log.info("event=files_deleted count=%d", len(paths))
-
-    transaction.on_commit(unlink)
-
-
-def _stop(jobs) -> None:
-    """Cancel jobs still queued or running, so no worker writes files for a deleted row."""
-    for job in jobs:
-        if job.status in (Job.Status.QUEUED, Job.Status.RUNNING):
-            try:
-                services.cancel(job)
-            except services.ServiceError:
-                pass  # it finished meanwhile
-
-
-def delete_jobs_with_files(jobs) -> None:
-    """Delete jobs and their result files, and each upload (with its audio) no other job uses."""
-    jobs = list(jobs.select_related("upload")) if hasattr(jobs, "select_related") else list(jobs)
-    _stop(jobs)
-    files = [path for job in jobs for path in _job_files(job)]
-    upload_ids = {job.upload_id for job in jobs}
-    with transaction.atomic():
-        Job.objects.filter(pk__in=[job.pk for job in jobs]).delete()
-        orphans = list(Upload.objects.filter(pk__in=upload_ids, jobs__isnull=True))
-        files += [p for p in (_media_path(u.stored_path) for u in orphans) if p]
-        Upload.objects.filter(pk__in=[u.pk for u in orphans]).delete()
-        _unlink_after_commit(files)
-
-
-def delete_uploads_with_files(uploads) -> None:
-    """Delete uploads, their audio files, their jobs and the jobs' result files."""
-    uploads = list(uploads)
-    jobs = list(Job.objects.filter(upload__in=uploads))
-    _stop(jobs)
-    files = [p for p in (_media_path(u.stored_path) for u in uploads) if p]
-    files += [path for job in jobs for path in _job_files(job)]
-    with transaction.atomic():
-        Upload.objects.filter(pk__in=[u.pk for u in uploads]).delete()
-        _unlink_after_commit(files)
 
 
 class ReviewOnly:
@@ -286,10 +215,10 @@ class JobAdmin(ReviewOnly, DeletesFiles, JobColumns, admin.ModelAdmin):
         return reverse("webui:job", args=[job.pk])
 
     def delete_model(self, request, obj):
-        delete_jobs_with_files(Job.objects.filter(pk=obj.pk))
+        services.delete_jobs(Job.objects.filter(pk=obj.pk))
 
     def delete_queryset(self, request, queryset):
-        delete_jobs_with_files(queryset)
+        services.delete_jobs(queryset)
 
     # --- detail fields ---
 
@@ -438,10 +367,10 @@ class UploadAdmin(ReviewOnly, DeletesFiles, admin.ModelAdmin):
             _jobs=Count("jobs"), _last=Max("jobs__created_at"), _last_status=Subquery(latest.values("status")[:1]))
 
     def delete_model(self, request, obj):
-        delete_uploads_with_files([obj])
+        services.delete_uploads([obj])
 
     def delete_queryset(self, request, queryset):
-        delete_uploads_with_files(queryset)
+        services.delete_uploads(queryset)
 
     @admin.display(description=_("File"), ordering="original_name")
     def file_name(self, upload: Upload):

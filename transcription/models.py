@@ -195,5 +195,6 @@ class Job(models.Model):
         for name, value in fields.items():
             setattr(self, name, value)
 
-    def cancel_requested(self) -> bool:
-        return Job.objects.filter(pk=self.pk, status=JobStatus.CANCELLED).exists()
+    def should_stop(self) -> bool:
+        """Whether the worker should drop this job: cancelled, deleted, or handed to another."""
+        return not Job.objects.filter(pk=self.pk, status=JobStatus.RUNNING, worker=self.worker).exists()
