@@ -223,6 +223,22 @@ def test_server_stops_reading_a_refused_upload_instead_of_draining_it(hostile, s
     assert sent < 48 * 1024 * 1024, f"the server read {sent / 2**20:.0f} MB of a refused 256 MB body"
 
 
+def test_server_stops_reading_a_body_whose_form_field_is_too_big(hostile):
+    """A 256 MB text field (no file name) within the upload cap: Django refuses it past
+    DATA_UPLOAD_MAX_MEMORY_SIZE (1 MB) with RequestDataTooBig. The server must then stop reading,
+    as for a refused file; runserver otherwise reads the rest with one read() into memory (a 5 GB
+    field cost the web process 5.3 GB: bench/upload_memory.py --mode field)."""
+    boundary = "fieldboundary"
+    total = 256 * 1024 * 1024
+    block = b"x" * (1024 * 1024)
+    head = multipart_head(hostile, boundary, total)
+    field = f'--{boundary}\r\nContent-Disposition: form-data; name="initial_prompt"\r\n\r\n'.encode()
+    answer, sent = raw_request(hostile, head, [field] + [block] * 256)
+    status, _, body = parse_answer(answer)
+    assert status == 413, answer[:300]
+    assert sent < 48 * 1024 * 1024, f"the server read {sent / 2**20:.0f} MB of a refused 256 MB body"
+
+
 def test_refused_upload_answer_closes_the_connection(hostile, settings):
     """The unread rest of a refused body must not be parsed as a next request on a kept-alive
     connection (runserver then logs a garbage request line and answers it with a second 400)."""
@@ -234,6 +250,34 @@ def test_refused_upload_answer_closes_the_connection(hostile, settings):
     assert status == 413
     assert headers.get("connection", "").lower() == "close", headers
     assert answer.count(b"HTTP/1.1 ") == 1, answer[:2000]
+
+
+HEAVY_MODULES = ("torch", "mlx", "mlx_whisper", "ctranslate2", "faster_whisper", "scipy", "av", "tokenizers")
+WEB_RSS_LIMIT_MB = 150  # the issue's limit for the web process during a 6 GB upload is 200 MB
+
+
+def test_web_process_does_not_load_the_inference_libraries(tmp_path):
+    """The web process (URLconf loaded, /health and /models answered) must stay small: the upload
+    limit's memory budget is 200 MB. Importing faster-whisper and mlx-whisper (for the language
+    table, and to see whether the engines are installed) put it at 250 MB before any request."""
+    probe = (
+        "import os, sys, django\n"
+        "django.setup()\n"
+        "import project.urls\n"
+        "from transcription import services\n"
+        "services.health(); services.models_listing()\n"
+        "rss = [l for l in open('/proc/self/status') if l.startswith('VmRSS')][0].split()[1]\n"
+        f"heavy = sorted({{m.split('.')[0] for m in sys.modules}} & set({HEAVY_MODULES!r}))\n"
+        "print(rss, ','.join(heavy))\n"
+    )
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "project.settings", "DATA_DIR": str(tmp_path)}
+    env.pop("DATABASE_URL", None)
+    out = subprocess.run([sys.executable, "-c", probe], env=env, cwd=REPO, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    rss_kib, _, heavy = out.stdout.strip().splitlines()[-1].partition(" ")
+    assert int(rss_kib) / 1024 < WEB_RSS_LIMIT_MB, f"web process at {int(rss_kib) / 1024:.0f} MB, loaded: {heavy}"
+    assert not heavy, heavy
 
 
 def test_client_that_disconnects_mid_upload_leaves_nothing(hostile):
@@ -357,6 +401,26 @@ def test_wav_whose_header_claims_gigabytes_is_transcribed_for_what_it_holds(host
     assert body["duration"] == pytest.approx(1.0, abs=0.05)
     job = requests.get(f"{hostile}/job/{body['job_id']}", timeout=10).json()
     assert job["status"] == "done" and job["duration"] == pytest.approx(1.0, abs=0.05)
+
+
+def test_silence_search_over_an_hour_of_audio_needs_little_memory(tmp_path):
+    """find_speech_bounds over a memory-mapped hour (230 MB of float32 on disk) must work through
+    it a slice at a time: squared whole in float64, ten hours needed 4.6 GB of RAM; in slices of
+    500,000 20-ms blocks (2.8 hours) the ten-hour test still peaked at 1.4 GB."""
+    import numpy as np
+
+    from transcription import audio
+
+    path = tmp_path / "hour.f32"
+    with open(path, "wb") as fh:
+        fh.truncate(3600 * audio.SAMPLE_RATE * 4)  # zeros, sparse on disk
+    samples = np.memmap(path, dtype="<f4", mode="r")
+    before = _rss_kib(os.getpid())
+    with RssSampler(os.getpid()) as sampler:
+        trim = audio.find_speech_bounds(samples, -60.0, 0.5)
+    growth_mb = (sampler.peak - before) / 1024
+    assert trim.start == trim.end  # all silent
+    assert growth_mb < 100, f"the silence search over one hour took {growth_mb:.0f} MB"
 
 
 # --- the ten-hour silent file: opt-in, against a service of its own it can kill ------------------------
