@@ -22,7 +22,7 @@ from .auth import API_AUTH, JOB_THROTTLE
 from .models import Batch, Job
 from .schemas import (BatchAccepted, BatchOut, Error, JobAccepted, JobOut, ModelsOut,
                       TranscribeOptions, TranscribeResult)
-from .uploads import UploadRejected, discard_partial_uploads
+from .uploads import UploadRejected, discard_partial_uploads, stop_reading
 
 log = logging.getLogger("transcription")
 
@@ -118,6 +118,7 @@ def _unexpected(request: HttpRequest, exc: Exception):
         discard_partial_uploads(request)
         return error_response(request, 400, f"malformed multipart/form-data body: {exc}")
     if isinstance(exc, RequestDataTooBig):
+        stop_reading(request)  # never read the rest of a body already refused
         return error_response(request, 413, "form fields are larger than"
                               f" {settings.DATA_UPLOAD_MAX_MEMORY_SIZE // 1024} KB in all; only the"
                               " file may be large, and it goes in the 'file' field")

@@ -165,7 +165,7 @@ class Trim:
         return self.start / SAMPLE_RATE
 
 
-def block_levels(audio: np.ndarray, hop: int, chunk_blocks: int = 500_000) -> np.ndarray:
+def block_levels(audio: np.ndarray, hop: int, chunk_blocks: int = 5_000) -> np.ndarray:
     """RMS level (dBFS) of each `hop`-sample block, read a slice at a time so hours of memory-
     mapped audio never sit in RAM at once."""
     frames = len(audio) // hop

@@ -518,6 +518,7 @@ def _transcribe_pieces(job: Job, samples, trim: audio.Trim) -> Transcript:
             moved = seg.shifted(first / audio.SAMPLE_RATE)
             moved.id = len(segments)
             segments.append(moved)
+
     if len(pieces) > 1:
         log.info("job=%s event=transcribed pieces=%d", job.id, len(pieces))
     return Transcript(language=language or "", language_probability=probability, segments=segments)

@@ -1,6 +1,7 @@
 """CTranslate2 engine: faster-whisper, int8 on CPU (float16 on CUDA)."""
 from __future__ import annotations
 
+import importlib.util
 import threading
 from pathlib import Path
 
@@ -14,12 +15,8 @@ _lock = threading.Lock()
 
 
 def available() -> bool:
-    try:
-        import ctranslate2  # noqa: F401
-        import faster_whisper  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    # Looked up, not imported: the web process asks this and must not load the libraries.
+    return all(importlib.util.find_spec(name) is not None for name in ("ctranslate2", "faster_whisper"))
 
 
 def _device() -> tuple[str, str]:

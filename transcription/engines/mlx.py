@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
+import os
 import platform
 import threading
 from pathlib import Path
@@ -19,12 +21,13 @@ _progress: dict[str, object] = {}
 
 
 def available() -> bool:
-    try:
-        import mlx.core  # noqa: F401
-        import mlx_whisper  # noqa: F401
-    except (ImportError, OSError):
+    # Looked up, not imported: the web process asks this and must not load the libraries
+    # (find_spec("mlx.core") would import the mlx package, so look for core's file instead).
+    mlx, whisper = importlib.util.find_spec("mlx"), importlib.util.find_spec("mlx_whisper")
+    if mlx is None or whisper is None:
         return False
-    return True
+    return any(Path(place, entry).name.startswith("core.")
+               for place in (mlx.submodule_search_locations or []) for entry in os.listdir(place))
 
 
 def on_metal() -> bool:
