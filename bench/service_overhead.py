@@ -124,6 +124,9 @@ def main() -> None:
     parser.add_argument("--language", default="en")
     parser.add_argument("--rounds", type=int, default=2,
                         help="service and direct runs, interleaved; medians are compared")
+    parser.add_argument("--window", type=float, default=100_000,
+                        help="the service's WHISPER_WINDOW_SECONDS; the default (one piece) makes it "
+                             "decode exactly what the direct call decodes, so only overhead differs")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="stt-bench-"))
@@ -134,7 +137,7 @@ def main() -> None:
 
     port = free_port()
     env = {**os.environ, "DATA_DIR": str(work / "data"), "WHISPER_ENGINE": args.engine,
-           "DJANGO_SETTINGS_MODULE": "project.settings"}
+           "DJANGO_SETTINGS_MODULE": "project.settings", "WHISPER_WINDOW_SECONDS": str(args.window)}
     manage = [sys.executable, str(REPO / "manage.py")]
     subprocess.run([*manage, "migrate", "-v0"], env=env, check=True)
     log = open(work / "service.log", "wb")
@@ -173,6 +176,7 @@ def main() -> None:
         "model": args.model,
         "engine": args.engine,
         "rounds": args.rounds,
+        "service_window_seconds": args.window,
         "service_wall_seconds_median": round(service_s, 2),
         "direct_wall_seconds_median": round(direct_s, 2),
         "ratio_service_over_direct": round(service_s / direct_s, 3),
