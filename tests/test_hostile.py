@@ -223,20 +223,40 @@ def test_server_stops_reading_a_refused_upload_instead_of_draining_it(hostile, s
     assert sent < 48 * 1024 * 1024, f"the server read {sent / 2**20:.0f} MB of a refused 256 MB body"
 
 
-def test_server_stops_reading_a_body_whose_form_field_is_too_big(hostile):
-    """A 256 MB text field (no file name) within the upload cap: Django refuses it past
-    DATA_UPLOAD_MAX_MEMORY_SIZE (1 MB) with RequestDataTooBig. The server must then stop reading,
-    as for a refused file; runserver otherwise reads the rest with one read() into memory (a 5 GB
-    field cost the web process 5.3 GB: bench/upload_memory.py --mode field)."""
-    boundary = "fieldboundary"
-    total = 256 * 1024 * 1024
+def _parse_refusals(boundary: str) -> dict[str, tuple[bytes, int]]:
+    """Bodies Django refuses while parsing them, each followed by 256 MB nobody should read:
+    name -> (what comes before the padding, expected status)."""
+    part = f'--{boundary}\r\nContent-Disposition: form-data; name="{{}}"\r\n\r\n'
+    return {
+        "form field over 1 MB": (part.format("initial_prompt").encode(), 413),
+        "over 1000 fields": ("".join(part.format(f"f{i}") + "1\r\n" for i in range(1100)).encode()
+                             + part.format("initial_prompt").encode(), 400),
+        "part headers over 10 KB": (f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
+                                    f'filename="a.wav"\r\nX-Pad: {"a" * 20000}\r\n\r\n'.encode(), 400),
+        "invalid base64 part": (f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
+                                'filename="a.wav"\r\nContent-Transfer-Encoding: base64\r\n\r\n'
+                                "!!!!not base64***\r\n".encode(), 400),
+    }
+
+
+@pytest.mark.parametrize("case", list(_parse_refusals("x")))
+def test_server_stops_reading_a_body_that_django_refuses_while_parsing(hostile, case):
+    """A body refused part-way by Django's own parser (RequestDataTooBig, TooManyFieldsSent,
+    MultiPartParserError), within the upload cap: the server must stop reading, as for a refused
+    file, and end the connection with one answer. Otherwise runserver reads the rest with one
+    read() into memory (a 5 GB field cost the web process 5.3 GB: bench/upload_memory.py --mode
+    field), or parses it as a next request."""
+    boundary = "parseboundary"
+    prefix, expected = _parse_refusals(boundary)[case]
+    total = len(prefix) + 256 * 1024 * 1024
     block = b"x" * (1024 * 1024)
-    head = multipart_head(hostile, boundary, total)
-    field = f'--{boundary}\r\nContent-Disposition: form-data; name="initial_prompt"\r\n\r\n'.encode()
-    answer, sent = raw_request(hostile, head, [field] + [block] * 256)
-    status, _, body = parse_answer(answer)
-    assert status == 413, answer[:300]
+    answer, sent = raw_request(hostile, multipart_head(hostile, boundary, total), [prefix] + [block] * 256,
+                               read_timeout=5)  # a server that kept the connection open would hold us
+    status, headers, body = parse_answer(answer)
+    assert status == expected, answer[:300]
+    assert headers["content-type"].startswith("application/json") and json.loads(body)["detail"]
     assert sent < 48 * 1024 * 1024, f"the server read {sent / 2**20:.0f} MB of a refused 256 MB body"
+    assert answer.count(b"HTTP/1.1 ") == 1, answer[:2000]
 
 
 def test_refused_upload_answer_closes_the_connection(hostile, settings):
