@@ -62,13 +62,17 @@ def _service_error(request: HttpRequest, exc: services.ServiceError):
 
 @api.exception_handler(UploadRejected)
 def _upload_rejected(request: HttpRequest, exc: UploadRejected):
-    answer = error_response(request, exc.status, exc.message, "file")
-    # The rest of a refused body is never read, so the connection cannot carry another request.
-    # WSGI forbids an application's Connection header; an answer of unknown length makes the
-    # server close the connection after it (Django's runserver says Connection: close).
-    response = StreamingHttpResponse(iter([answer.content]), status=answer.status_code,
-                                     content_type=answer["Content-Type"])
-    return response
+    return _body_refused(request, error_response(request, exc.status, exc.message, "file"))
+
+
+def _body_refused(request: HttpRequest, answer: HttpResponse) -> StreamingHttpResponse:
+    """The answer to a request whose body is refused part-way. The rest is not read
+    (uploads.stop_reading: runserver would read it all into memory with one read()), so the
+    connection cannot carry another request. WSGI forbids an application's Connection header; an
+    answer of unknown length makes the server close the connection after it."""
+    stop_reading(request)
+    return StreamingHttpResponse(iter([answer.content]), status=answer.status_code,
+                                 content_type=answer["Content-Type"])
 
 
 def _field_errors(errors, skip_prefix: bool) -> list[dict]:
@@ -114,20 +118,22 @@ def _unexpected(request: HttpRequest, exc: Exception):
         if exc.status_code == 429:
             response["Retry-After"] = "60"
         return response
+    # Bodies Django refuses while parsing them: the rest is not read either.
     if isinstance(exc, MultiPartParserError):
         discard_partial_uploads(request)
-        return error_response(request, 400, f"malformed multipart/form-data body: {exc}")
+        return _body_refused(request, error_response(request, 400, f"malformed multipart/form-data body: {exc}"))
     if isinstance(exc, RequestDataTooBig):
-        stop_reading(request)  # never read the rest of a body already refused
-        return error_response(request, 413, "form fields are larger than"
-                              f" {settings.DATA_UPLOAD_MAX_MEMORY_SIZE // 1024} KB in all; only the"
-                              " file may be large, and it goes in the 'file' field")
+        return _body_refused(request, error_response(
+            request, 413, f"form fields are larger than {settings.DATA_UPLOAD_MAX_MEMORY_SIZE // 1024} KB in"
+            " all; only the file may be large, and it goes in the 'file' field"))
     if isinstance(exc, TooManyFieldsSent):
-        return error_response(request, 400, "too many form fields (more than"
-                              f" {settings.DATA_UPLOAD_MAX_NUMBER_FIELDS})")
+        return _body_refused(request, error_response(
+            request, 400, f"too many form fields (more than {settings.DATA_UPLOAD_MAX_NUMBER_FIELDS})"))
     if isinstance(exc, TooManyFilesSent):
-        return error_response(request, 400, "too many files in one request (more than"
-                              f" {settings.DATA_UPLOAD_MAX_NUMBER_FILES})", "files")
+        discard_partial_uploads(request)
+        return _body_refused(request, error_response(
+            request, 400, f"too many files in one request (more than {settings.DATA_UPLOAD_MAX_NUMBER_FILES})",
+            "files"))
     if isinstance(exc, (OperationalError, InterfaceError)):
         log.error("event=database_unavailable path=%s error=%r", request.path, str(exc)[:200])
         return error_response(request, 503, "the database is unavailable; try again later"
