@@ -17,6 +17,20 @@ REPO = Path(__file__).resolve().parent.parent
 EVAL_DIR = Path(os.getenv("SHARED_DIR", REPO.parent / "shared")) / "eval"
 
 
+# What tests/settings.py puts in os.environ to point this run's own processes at its own files.
+# A test that starts a separate deployment must not inherit them: with HUEY_SQLITE_PATH inherited,
+# the session's worker polled that deployment's queue too, took its tasks and dropped them
+# ("event=missing"), so the deployment's job stayed queued.
+_RUN_POINTERS = ("HUEY_SQLITE_PATH", "HUEY_IMMEDIATE", "HUEY_NAME", "HUEY_REDIS_URL", "REDIS_URL",
+                 "DATABASE_URL", "MEDIA_ROOT", "TEST_DATABASE_PATH")
+
+
+def deployment_env(data_dir: Path, **overrides: str) -> dict[str, str]:
+    """Environment for a separate deployment (web, worker, CLI) whose every file is in data_dir."""
+    env = {k: v for k, v in os.environ.items() if k not in _RUN_POINTERS}
+    return {**env, "DJANGO_SETTINGS_MODULE": "project.settings", "DATA_DIR": str(data_dir), **overrides}
+
+
 def ffmpeg(*args: str) -> None:
     from transcription.audio import ffmpeg_binary
 

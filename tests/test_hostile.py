@@ -23,7 +23,7 @@ import pytest
 import requests
 from django.conf import settings
 
-from tests.conftest import REPO, ffmpeg
+from tests.conftest import REPO, deployment_env, ffmpeg
 from transcription.models import Job, Upload
 from transcription.schemas import TranscribeOptions
 
@@ -290,8 +290,7 @@ def test_web_process_does_not_load_the_inference_libraries(tmp_path):
         f"heavy = sorted({{m.split('.')[0] for m in sys.modules}} & set({HEAVY_MODULES!r}))\n"
         "print(rss, ','.join(heavy))\n"
     )
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "project.settings", "DATA_DIR": str(tmp_path)}
-    env.pop("DATABASE_URL", None)
+    env = deployment_env(tmp_path)
     out = subprocess.run([sys.executable, "-c", probe], env=env, cwd=REPO, capture_output=True, text=True,
                          timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
@@ -467,9 +466,7 @@ def test_ten_hours_of_silence_end_to_end(tmp_path):
     ffmpeg("-f", "lavfi", "-i", "anullsrc=r=8000:cl=mono", "-t", str(TEN_HOURS), "-c:a", "flac", str(flac))
     generated = time.monotonic() - began
     data = tmp_path / "data"
-    env = {**os.environ, "DATA_DIR": str(data), "DJANGO_SETTINGS_MODULE": "project.settings",
-           "HUEY_SQLITE_PATH": str(data / "huey.sqlite3"), "MEDIA_ROOT": str(data / "media")}
-    env.pop("DATABASE_URL", None)
+    env = deployment_env(data)
     manage = [sys.executable, str(REPO / "manage.py")]
     subprocess.run([*manage, "migrate", "-v0"], env=env, check=True, cwd=REPO)
     with socket.socket() as s:

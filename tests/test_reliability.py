@@ -14,7 +14,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
-from tests.conftest import REPO, post_file
+from tests.conftest import REPO, deployment_env, post_file
 from transcription import services
 from transcription.models import Job, Upload
 from transcription.schemas import TranscribeOptions
@@ -206,7 +206,7 @@ def _web(env: dict, port: int) -> subprocess.Popen:
     ({"HUEY_REDIS_URL": "redis://127.0.0.1:1/0"}, "queue"),
 ])
 def test_a_dependency_that_is_down_gives_503_with_a_clear_message(tmp_path, clips, broken, check):
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "project.settings", "DATA_DIR": str(tmp_path)}
+    env = deployment_env(tmp_path)
     subprocess.run([sys.executable, str(REPO / "manage.py"), "migrate", "-v0"], env=env, check=True)
     port = _free_port()
     proc = _web({**env, **broken}, port)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.conftest import REPO, post_file
+from tests.conftest import REPO, deployment_env, post_file
 
 pytestmark = pytest.mark.integration
 
@@ -49,9 +49,9 @@ def cluster(tmp_path):
     rds = _redis()
     name = f"stt_scale_{uuid.uuid4().hex[:8]}"
     pg.execute(f'CREATE DATABASE "{name}"')
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "project.settings", "DATA_DIR": str(tmp_path),
-           "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{name}", "HUEY_REDIS_URL": REDIS_URL,
-           "HUEY_NAME": name, "JOB_HEARTBEAT_SECONDS": "1", "JOB_STALE_SECONDS": "5"}
+    env = deployment_env(tmp_path, DATABASE_URL=f"postgres://postgres@127.0.0.1:5432/{name}",
+                         HUEY_REDIS_URL=REDIS_URL, HUEY_NAME=name, JOB_HEARTBEAT_SECONDS="1",
+                         JOB_STALE_SECONDS="5")
     subprocess.run([sys.executable, str(REPO / "manage.py"), "migrate", "-v0"], env=env, cwd=REPO, check=True)
     procs: list[subprocess.Popen] = []
 

@@ -9,7 +9,7 @@ import time
 import pytest
 import requests
 
-from tests.conftest import REPO
+from tests.conftest import REPO, deployment_env
 
 pytestmark = pytest.mark.integration
 
@@ -24,11 +24,12 @@ def _free_port() -> int:
 def serve(tmp_path):
     """`manage.py serve` on a free port with its own DATA_DIR; yields (process, base URL)."""
     port = _free_port()
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "project.settings", "DATA_DIR": str(tmp_path)}
+    env = deployment_env(tmp_path)
     subprocess.run([sys.executable, str(REPO / "manage.py"), "migrate", "-v0"], env=env, check=True)
+    log = open(tmp_path / "serve.log", "wb")
     proc = subprocess.Popen([sys.executable, str(REPO / "manage.py"), "serve", f"127.0.0.1:{port}"],
-                            env=env, cwd=REPO, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            env=env, cwd=REPO, start_new_session=True, stdout=log, stderr=subprocess.STDOUT)
+    proc.log_tail = lambda: (tmp_path / "serve.log").read_text(errors="replace")[-3000:]
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -44,6 +45,7 @@ def serve(tmp_path):
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
+        log.close()
 
 
 def test_serve_runs_web_and_worker_and_sigint_stops_both(serve, clips):
@@ -52,7 +54,7 @@ def test_serve_runs_web_and_worker_and_sigint_stops_both(serve, clips):
         resp = requests.post(f"{base}/transcribe", files={"file": fh},
                              data={"language": "en", "model": "base", "word_timestamps": "false"},
                              timeout=300)
-    assert resp.status_code == 200 and "ask not" in resp.json()["text"].lower()
+    assert resp.status_code == 200 and "ask not" in resp.json()["text"].lower(), proc.log_tail()
     children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
     assert len(children) == 2
     proc.send_signal(signal.SIGINT)
@@ -71,11 +73,11 @@ def test_sigint_lets_the_running_job_finish_before_the_worker_exits(serve, tmp_p
                                   "word_timestamps": "false"}).json()
     deadline = time.monotonic() + 60
     while requests.get(job["url"], timeout=10).json()["status"] != "running":
-        assert time.monotonic() < deadline
+        assert time.monotonic() < deadline, f"the job did not start:\n{proc.log_tail()}"
         time.sleep(0.1)
     proc.send_signal(signal.SIGINT)
-    assert proc.wait(timeout=60) == 0
+    assert proc.wait(timeout=60) == 0, proc.log_tail()
     db = sqlite3.connect(tmp_path / "db.sqlite3")
     status, text = db.execute("SELECT status, result FROM transcription_job WHERE id = ?",
                               (job["job_id"].replace("-", ""),)).fetchone()
-    assert status == "done" and "permission is hereby granted" in text.lower()
+    assert status == "done" and "permission is hereby granted" in text.lower(), proc.log_tail()
