@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 from django.conf import settings
 
+from . import melspec
 from .base import DecodeOptions, EngineUnavailable, ProgressCallback, Segment, Transcript, Word
 
 _models: dict[tuple[str, str, str], object] = {}
@@ -25,6 +26,24 @@ def _device() -> tuple[str, str]:
     if ctranslate2.get_cuda_device_count() > 0:
         return "cuda", "float16"
     return "cpu", "int8"
+
+
+def _chunked_extractor(extractor):
+    """The model's FeatureExtractor, computing the same spectrogram a stretch at a time."""
+    from faster_whisper.feature_extractor import FeatureExtractor
+
+    class ChunkedFeatureExtractor(FeatureExtractor):
+        def __call__(self, waveform, padding=160, chunk_length=None):
+            if chunk_length is not None:  # as the library does: it sets the window length
+                self.n_samples = chunk_length * self.sampling_rate
+                self.nb_max_frames = self.n_samples // self.hop_length
+            if melspec.n_frames(len(waveform), padding) <= melspec.CHUNK_FRAMES:
+                return super().__call__(waveform, padding)  # one stretch: the library's own code
+            return melspec.numpy_log_mel(waveform, self.mel_filters, padding)
+
+    chunked = ChunkedFeatureExtractor.__new__(ChunkedFeatureExtractor)
+    chunked.__dict__.update(extractor.__dict__)
+    return chunked
 
 
 class CTranslate2Engine:
@@ -48,12 +67,14 @@ class CTranslate2Engine:
             if key not in _models:
                 if not (model_dir / "model.bin").is_file():
                     raise EngineUnavailable(f"no CTranslate2 weights in {model_dir}")
-                _models[key] = WhisperModel(
+                model = WhisperModel(
                     str(model_dir),
                     device=key[1],
                     compute_type=key[2],
                     cpu_threads=settings.WHISPER_CPU_THREADS,
                 )
+                model.feature_extractor = _chunked_extractor(model.feature_extractor)
+                _models[key] = model
             return _models[key]
 
     def transcribe(

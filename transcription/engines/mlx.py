@@ -11,6 +11,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
+from . import melspec
 from .base import DecodeOptions, EngineUnavailable, ProgressCallback, Segment, Transcript, Word
 
 _models: dict[tuple[str, str], object] = {}
@@ -102,6 +103,8 @@ class MLXEngine:
             module.ModelHolder.model = model
             module.ModelHolder.model_path = str(model_dir)
             module.tqdm = SimpleNamespace(tqdm=_ProgressBar)
+            # The same spectrogram, computed a stretch at a time (bounded memory on long files).
+            module.log_mel_spectrogram = melspec.mlx_log_mel
             _progress["callback"] = progress
             try:
                 progress(0.0)
