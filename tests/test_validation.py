@@ -158,3 +158,14 @@ def test_oversized_upload_is_cut_off_with_413_and_nothing_left(client, clips, se
     assert "larger than the" in body(resp)["detail"]
     assert set(os.listdir(tmp_dir)) == before
     assert Upload.objects.count() == 0
+
+
+@pytest.mark.django_db
+def test_a_stored_upload_gets_file_upload_permissions_not_the_temp_files_0600(post, settings):
+    """Uploads stream to a private temp file (0600) which is then moved under MEDIA_ROOT: the
+    move kept 0600, so a web server or backup user in the group could not read the media."""
+    resp = post(wait="false", language="en", model="base")
+    assert resp.status_code == 202, resp.content
+    upload = Upload.objects.get()
+    mode = os.stat(os.path.join(settings.MEDIA_ROOT, upload.stored_path)).st_mode & 0o777
+    assert mode == settings.FILE_UPLOAD_PERMISSIONS == 0o640

@@ -172,6 +172,9 @@ def _store(uploaded: UploadedFile) -> _Stored:
         with open(target, "wb") as out:
             for chunk in uploaded.chunks():
                 out.write(chunk)
+    if settings.FILE_UPLOAD_PERMISSIONS is not None:
+        # As Django's file storage does: the temp file's 0600 would otherwise travel with the move.
+        os.chmod(target, settings.FILE_UPLOAD_PERMISSIONS)
     try:
         probed = audio.probe(target)
         probed = replace(probed, duration=audio.check_duration(target, probed))
