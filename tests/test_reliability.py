@@ -37,10 +37,28 @@ def _started_long_ago(job: Job, worker: str = "lost-host:1", seconds: float = 36
 def test_reaper_requeues_a_job_whose_worker_went_silent(clips, django_capture_on_commit_callbacks):
     job = _started_long_ago(_job(clips))
     with django_capture_on_commit_callbacks() as callbacks:
-        assert services.reap_stale_jobs() == {"requeued": 1, "failed": 0}
+        assert services.reap_stale_jobs() == {"requeued": 1, "failed": 0, "reenqueued": 0}
     job.refresh_from_db()
     assert job.status == "queued" and job.worker == "" and job.heartbeat_at is None
     assert job.attempts == 1 and len(callbacks) == 1  # handed to the queue once committed
+
+
+@pytest.mark.django_db
+def test_reaper_enqueues_again_only_old_queued_jobs_whose_task_is_gone(clips, monkeypatch):
+    """The decision alone (tests/test_scale_out.py empties a real Redis queue): a job queued for
+    longer than JOB_STALE_SECONDS gets a new task only if none is pending for it."""
+    from huey.contrib.djhuey import HUEY
+
+    old, young = _job(clips), _job(clips)
+    Job.objects.filter(pk=old.pk).update(created_at=timezone.now() - timedelta(hours=1))
+    pending: list = []
+    monkeypatch.setattr(HUEY, "pending", lambda: pending)
+    enqueued = []
+    monkeypatch.setattr(services, "_enqueue", enqueued.append)
+    assert services.reap_stale_jobs()["reenqueued"] == 1 and [j.pk for j in enqueued] == [old.pk]
+    pending.append(type("Task", (), {"args": (str(old.pk),)})())  # its task is in the queue now
+    assert services.reap_stale_jobs()["reenqueued"] == 0 and len(enqueued) == 1
+    assert young.pk not in [j.pk for j in enqueued]
 
 
 @pytest.mark.django_db
@@ -50,7 +68,7 @@ def test_reaper_gives_up_after_the_attempt_limit(clips, settings):
     Job.objects.filter(pk=job.pk).update(attempts=1)
     job.refresh_from_db()
     _started_long_ago(job)
-    assert services.reap_stale_jobs() == {"requeued": 0, "failed": 1}
+    assert services.reap_stale_jobs() == {"requeued": 0, "failed": 1, "reenqueued": 0}
     job.refresh_from_db()
     assert job.status == "failed" and job.error_code == "worker_lost"
     assert "2 attempts" in job.error and "lost-host:1" in job.error
@@ -59,7 +77,7 @@ def test_reaper_gives_up_after_the_attempt_limit(clips, settings):
 @pytest.mark.django_db
 def test_reaper_leaves_jobs_with_a_fresh_heartbeat_alone(clips):
     job = _started_long_ago(_job(clips), seconds=1)
-    assert services.reap_stale_jobs() == {"requeued": 0, "failed": 0}
+    assert services.reap_stale_jobs() == {"requeued": 0, "failed": 0, "reenqueued": 0}
     job.refresh_from_db()
     assert job.status == "running"
 

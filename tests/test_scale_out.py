@@ -57,6 +57,7 @@ def cluster(tmp_path):
 
     class Cluster:
         data_dir = tmp_path
+        queue_name = name
 
         def consumer(self, label: str) -> subprocess.Popen:
             log = open(tmp_path / f"consumer-{label}.log", "wb")
@@ -158,3 +159,30 @@ def test_killed_and_stopped_workers_lose_no_job_and_run_none_twice(cluster, eval
     assert not cluster.rows("SELECT id FROM transcription_job WHERE status IN ('queued', 'running')")
     assert not list((cluster.data_dir / "tmp").glob("job-*")), "temporary audio left behind"
     assert c.poll() is None
+
+
+def test_jobs_whose_tasks_a_redis_restart_lost_are_enqueued_again(cluster, clips):
+    """Redis here keeps nothing on disk: a restart empties the queue while the jobs stay 'queued'
+    in the database. The reaper (at a consumer's start, then every minute) must enqueue them again."""
+    from huey import RedisHuey
+
+    url = cluster.web()
+    resp = post_file(url, clips["flac"], language="en", model="base", engine="ctranslate2",
+                     word_timestamps=False, wait=False)
+    assert resp.status_code == 202, resp.text
+    job_id = resp.json()["job_id"]
+    queue = RedisHuey(cluster.queue_name, url=REDIS_URL)
+    assert queue.pending_count() == 1
+    queue.flush()  # what a restart of a Redis without persistence leaves
+    assert queue.pending_count() == 0
+    time.sleep(5.5)  # the cluster's JOB_STALE_SECONDS: younger queued jobs are left alone
+    cluster.consumer("a")
+    deadline = time.monotonic() + 180
+    while (job := requests.get(f"{url}/job/{job_id}", timeout=10).json())["status"] != "done":
+        assert job["status"] in ("queued", "running") and time.monotonic() < deadline, \
+            f"{job}\n{cluster.logs()[-3000:]}"
+        time.sleep(0.5)
+    assert "ask not what your country" in job["result"]["text"].lower()
+    logs = cluster.logs()
+    assert f"job={job_id} event=reenqueued reason=task_lost" in logs
+    assert logs.count(f"job={job_id} event=done") == 1

@@ -422,8 +422,40 @@ def reap_stale_jobs() -> dict[str, int]:
                 counts["requeued"] += 1
                 log.warning("job=%s event=requeued reason=stale_heartbeat worker=%s attempts=%d",
                             job.id, job.worker, job.attempts)
+    counts["reenqueued"] = _reenqueue_lost_tasks()
     _remove_orphan_workdirs()
     return counts
+
+
+def _reenqueue_lost_tasks() -> int:
+    """Queued jobs whose task is no longer in the queue get it again: a Redis restarted without
+    persistence, a deleted queue file or a queue shared by mistake with another deployment (whose
+    consumer takes the task and finds no such job) would otherwise leave them queued for ever.
+    Only jobs queued for JOB_STALE_SECONDS count, so an enqueue about to happen is not doubled;
+    a doubled task would be harmless anyway (only one run can start a job)."""
+    from huey.contrib.djhuey import HUEY
+
+    cutoff = timezone.now() - timedelta(seconds=settings.JOB_STALE_SECONDS)
+    waiting = list(Job.objects.filter(status=Job.Status.QUEUED, created_at__lt=cutoff, started_at__isnull=True)
+                   .values_list("pk", flat=True))
+    if not waiting:
+        return 0
+    try:
+        pending = {str(task.args[0]) for task in HUEY.pending() if task.args}
+    except Exception as exc:  # the queue is down: nothing can be enqueued now; next round
+        log.warning("event=reenqueue_skipped reason=%r", f"{type(exc).__name__}: {exc}"[:200])
+        return 0
+    count = 0
+    for job in Job.objects.filter(pk__in=[pk for pk in waiting if str(pk) not in pending]):
+        if job.status != Job.Status.QUEUED:
+            continue
+        try:
+            _enqueue(job)
+        except ServiceError:
+            continue  # _enqueue failed the job with the reason and logged it
+        count += 1
+        log.warning("job=%s event=reenqueued reason=task_lost", job.id)
+    return count
 
 
 def _remove_orphan_workdirs() -> None:

@@ -32,8 +32,8 @@ def _consumer_started() -> None:
         return
     _started = True
     counts = services.reap_stale_jobs()
-    log.info("event=consumer_started worker=%s requeued=%d failed=%d", services.worker_id(),
-             counts["requeued"], counts["failed"])
+    log.info("event=consumer_started worker=%s requeued=%d failed=%d reenqueued=%d", services.worker_id(),
+             counts["requeued"], counts["failed"], counts["reenqueued"])
     # A consumer that stops (SIGTERM, or a graceful stop past its timeout) hands its running jobs
     # back instead of leaving them 'running' until the reaper notices. SIGKILL is the reaper's.
     atexit.register(_hand_back_jobs)
