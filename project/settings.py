@@ -145,9 +145,11 @@ FFMPEG_BINARY = os.getenv("FFMPEG_BINARY", "")
 # Longest audio accepted (seconds; 0: no limit). Decoded, a second is 64 KB of temporary samples,
 # and a megabyte of FLAC silence decodes to hours: the upload size cap alone does not bound that.
 MAX_AUDIO_SECONDS = float(os.getenv("MAX_AUDIO_SECONDS", str(12 * 3600)))
-# Long audio is transcribed in pieces of at most this many seconds, cut in quiet gaps: the engines
-# compute features for everything they are given at once (about 50 MB per minute of audio).
-WHISPER_WINDOW_SECONDS = float(os.getenv("WHISPER_WINDOW_SECONDS", "180"))
+# Long audio is transcribed in pieces of at most this many seconds, cut in quiet gaps. The
+# spectrogram of a piece is held whole (about 110 MB an hour, 220 MB with mlx; engines/melspec.py
+# computes it a stretch at a time), so an hour bounds that while a file under an hour is decoded
+# in one call, exactly as the engine library alone would.
+WHISPER_WINDOW_SECONDS = float(os.getenv("WHISPER_WINDOW_SECONDS", "3600"))
 # Crash recovery: a running job's worker beats every JOB_HEARTBEAT_SECONDS; a job silent for
 # JOB_STALE_SECONDS is requeued, up to JOB_MAX_ATTEMPTS starts, then failed with the reason.
 JOB_HEARTBEAT_SECONDS = float(os.getenv("JOB_HEARTBEAT_SECONDS", "10"))

@@ -213,8 +213,8 @@ def split_points(audio: np.ndarray, start: int, end: int, window_seconds: float,
     """Cut [start, end) into pieces of at most `window_seconds`, each cut at the quietest
     `block`-second stretch of the last `search_seconds` before the limit, so no word is split.
 
-    Long audio is transcribed piece by piece: the engines compute features for all the audio
-    they are given at once, so one 10-minute call costs about half a gigabyte."""
+    Long audio is transcribed piece by piece: the engines hold the spectrogram of all the audio
+    they are given (about 110 MB an hour), so pieces bound that for files of many hours."""
     limit = int(window_seconds * SAMPLE_RATE)
     hop = max(1, int(block * SAMPLE_RATE))
     pieces = []
