@@ -14,7 +14,6 @@ import argparse
 import json
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -27,6 +26,7 @@ import requests
 REPO = Path(__file__).resolve().parent.parent
 SHARED = Path(os.getenv("SHARED_DIR", REPO.parent / "shared"))
 sys.path.insert(0, str(REPO))
+from tests.processes import free_port, wait_up  # noqa: E402
 
 
 def ffmpeg_exe() -> str:
@@ -63,24 +63,6 @@ def make_long_file(out: Path, minutes: float, audio: str = "english") -> float:
     subprocess.run([ffmpeg_exe(), "-hide_banner", "-v", "error", "-y", *inputs, "-filter_complex",
                     filters, "-map", "[out]", "-c:a", "libmp3lame", "-b:a", "64k", str(out)], check=True)
     return repeats * block
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_up(url: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if requests.get(url, timeout=2).status_code < 500:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.3)
-    raise SystemExit(f"service at {url} did not come up")
 
 
 def decode(path: Path) -> "np.ndarray":

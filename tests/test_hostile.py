@@ -24,6 +24,7 @@ import requests
 from django.conf import settings
 
 from tests.conftest import REPO, deployment_env, ffmpeg
+from tests.processes import child_pid, free_port, rss_kib, wait_up
 from transcription.models import Job, Upload
 from transcription.schemas import TranscribeOptions
 
@@ -343,13 +344,11 @@ def test_file_of_only_silence_gives_an_empty_transcript(hostile, hostile_files):
     assert body["text"].strip() == "" and body["segments"] == [], body["text"]
 
 
-def _rss_kib(pid: int) -> int:
-    """Anonymous resident memory (RssAnon): what the process holds itself. Pages of a memory-mapped
-    file (the decoded audio) also count in VmRSS, but are page cache the kernel can drop."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("RssAnon:"):
-            return int(line.split()[1])
-    raise AssertionError(f"no RssAnon for pid {pid}")
+def _anon_kib(pid: int) -> int:
+    """RssAnon: what the process holds itself, not the page cache of the memory-mapped audio."""
+    kib = rss_kib(pid, "RssAnon")
+    assert kib is not None, f"process {pid} is gone"
+    return kib
 
 
 class RssSampler(threading.Thread):
@@ -359,7 +358,7 @@ class RssSampler(threading.Thread):
 
     def run(self) -> None:
         while not self.done.is_set():
-            self.peak = max(self.peak, _rss_kib(self.pid))
+            self.peak = max(self.peak, _anon_kib(self.pid))
             time.sleep(0.01)
 
     def __enter__(self):
@@ -380,7 +379,7 @@ EXTRA_MB_FOR_FIVE_MORE_MINUTES = 100
 
 
 def _peak_growth_mb(base: str, worker_pid: int, path: Path) -> tuple[float, dict]:
-    before = _rss_kib(worker_pid)
+    before = _anon_kib(worker_pid)
     with RssSampler(worker_pid) as sampler, open(path, "rb") as fh:
         # remove_silence=false: the engine gets all of it (an all-silent file is not skipped)
         resp = post(base, {"file": (path.name, fh)}, {**FAST, "remove_silence": "false"})
@@ -435,7 +434,7 @@ def test_silence_search_over_an_hour_of_audio_needs_little_memory(tmp_path):
     with open(path, "wb") as fh:
         fh.truncate(3600 * audio.SAMPLE_RATE * 4)  # zeros, sparse on disk
     samples = np.memmap(path, dtype="<f4", mode="r")
-    before = _rss_kib(os.getpid())
+    before = _anon_kib(os.getpid())
     with RssSampler(os.getpid()) as sampler:
         trim = audio.find_speech_bounds(samples, -60.0, 0.5)
     growth_mb = (sampler.peak - before) / 1024
@@ -469,16 +468,14 @@ def test_ten_hours_of_silence_end_to_end(tmp_path):
     env = deployment_env(data)
     manage = [sys.executable, str(REPO / "manage.py")]
     subprocess.run([*manage, "migrate", "-v0"], env=env, check=True, cwd=REPO)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     log = open(tmp_path / "serve.log", "wb")
     serve = subprocess.Popen([*manage, "serve", f"127.0.0.1:{port}"], env=env, cwd=REPO, stdout=log,
                              stderr=subprocess.STDOUT, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:
-        worker_pid = _child(serve.pid, "run_huey")
-        _wait_up(base)
+        worker_pid = child_pid(serve.pid, "run_huey")
+        wait_up(f"{base}/health")
         with open(flac, "rb") as fh:
             resp = requests.post(f"{base}/transcribe", files={"file": fh}, timeout=120,
                                  data={**FAST, "wait": "false"})
@@ -488,7 +485,7 @@ def test_ten_hours_of_silence_end_to_end(tmp_path):
         started = time.monotonic()
         while time.monotonic() - started < LONG_TIMEOUT_S:
             try:
-                peak = max(peak, _rss_kib(worker_pid))
+                peak = max(peak, _anon_kib(worker_pid))
             except (AssertionError, OSError):
                 break  # the worker is gone
             if peak > LONG_RSS_KILL_MB * 1024:
@@ -516,34 +513,6 @@ def test_ten_hours_of_silence_end_to_end(tmp_path):
         except subprocess.TimeoutExpired:
             os.killpg(serve.pid, signal.SIGKILL)
         log.close()
-
-
-def _child(parent: int, needle: str, timeout: float = 30) -> int:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-            except (OSError, IndexError, ValueError):
-                continue
-            if ppid == parent and needle in cmdline:
-                return int(entry.name)
-        time.sleep(0.2)
-    raise AssertionError(f"no {needle} child of {parent}")
-
-
-def _wait_up(base: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            requests.get(f"{base}/health", timeout=5)
-            return
-        except requests.RequestException:
-            time.sleep(0.3)
-    raise AssertionError(f"{base} did not come up")
 
 
 # --- file names ----------------------------------------------------------------------------------------

@@ -1,6 +1,4 @@
 """Crash recovery, shutdown hand-back, purge, rate limits and unavailable dependencies."""
-import os
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +13,7 @@ from django.core.management import CommandError, call_command
 from django.utils import timezone
 
 from tests.conftest import REPO, deployment_env, post_file
+from tests.processes import free_port
 from transcription import services
 from transcription.models import Job, Upload
 from transcription.schemas import TranscribeOptions
@@ -197,12 +196,6 @@ def test_cancelling_a_running_job_stops_it_within_seconds(service, eval_dir):
     assert requests.post(f"{url}/cancel", timeout=10).status_code == 409
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _web(env: dict, port: int) -> subprocess.Popen:
     proc = subprocess.Popen([str(Path(sys.executable).parent / "gunicorn"), "project.wsgi",
                              "-b", f"127.0.0.1:{port}", "-w", "1", "--threads", "4"], env=env, cwd=REPO,
@@ -226,7 +219,7 @@ def _web(env: dict, port: int) -> subprocess.Popen:
 def test_a_dependency_that_is_down_gives_503_with_a_clear_message(tmp_path, clips, broken, check):
     env = deployment_env(tmp_path)
     subprocess.run([sys.executable, str(REPO / "manage.py"), "migrate", "-v0"], env=env, check=True)
-    port = _free_port()
+    port = free_port()
     proc = _web({**env, **broken}, port)
     try:
         health = requests.get(f"http://127.0.0.1:{port}/health", timeout=30)

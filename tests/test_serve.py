@@ -1,7 +1,6 @@
 """`manage.py serve` (what `make run` starts): web server and worker together, Ctrl-C stops both."""
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -10,20 +9,15 @@ import pytest
 import requests
 
 from tests.conftest import REPO, deployment_env
+from tests.processes import free_port
 
 pytestmark = pytest.mark.integration
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
 def serve(tmp_path):
     """`manage.py serve` on a free port with its own DATA_DIR; yields (process, base URL)."""
-    port = _free_port()
+    port = free_port()
     env = deployment_env(tmp_path)
     subprocess.run([sys.executable, str(REPO / "manage.py"), "migrate", "-v0"], env=env, check=True)
     log = open(tmp_path / "serve.log", "wb")
