@@ -202,6 +202,11 @@ def test_result_subtitle_shaping_and_tsv(service, clips):
     assert tsv.text.startswith("start\tend\ttext\n0\t")
     bad = requests.get(url, params={"format": "srt", "max_line_width": 0}, timeout=10)
     assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "max_line_width"
+    srt = requests.get(url, params={"format": "srt", "max_words_per_line": 2}, timeout=10).text
+    cues = [ln for ln in srt.splitlines() if ln and "-->" not in ln and not ln.isdigit()]
+    assert len(cues) >= 11 and all(len(ln.split()) <= 2 for ln in cues), cues
+    bad = requests.get(url, params={"format": "srt", "max_words_per_line": "few"}, timeout=10)
+    assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "max_words_per_line"
 
 
 def test_batch_runs_every_file_through_the_queue_and_aggregates(service, clips):

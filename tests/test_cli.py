@@ -33,11 +33,24 @@ def test_a_bad_file_is_reported_and_the_others_still_run(clips, tmp_path):
     assert (tmp_path / "jfk.txt").is_file()
 
 
+def test_subtitle_cues_are_shaped_from_the_command_line(clips, tmp_path):
+    call_command("transcribe", str(clips["flac"]), "--model", "base", "--engine", "ctranslate2",
+                 "--language", "en", "--format", "srt,vtt", "--max-words-per-line", "3",
+                 "--highlight-words", "--output-dir", str(tmp_path), stdout=io.StringIO(),
+                 stderr=io.StringIO())
+    srt = (tmp_path / "jfk.srt").read_text(encoding="utf-8")
+    cues = [ln for ln in srt.splitlines() if ln and "-->" not in ln and not ln.isdigit()]
+    assert len(cues) >= 7 and all(len(ln.split()) <= 3 for ln in cues), cues
+    assert "<u>" in (tmp_path / "jfk.vtt").read_text(encoding="utf-8")
+
+
 def test_bad_options_are_refused_before_any_work(clips):
     with pytest.raises(CommandError, match="unknown format 'docx'"):
         call_command("transcribe", str(clips["wav"]), "--format", "docx")
     with pytest.raises(CommandError, match="language"):
         call_command("transcribe", str(clips["wav"]), "--language", "klingon")
+    with pytest.raises(CommandError, match="'0' is not a whole number of at least 1"):
+        call_command("transcribe", str(clips["wav"]), "--max-words-per-line", "0")
     assert Job.objects.count() == 0
 
 

@@ -83,6 +83,15 @@ def test_subtitle_line_width_and_count_split_cues_on_word_times():
     )
 
 
+def test_max_words_per_line_makes_a_cue_of_at_most_that_many_words():
+    srt = formats.to_srt(WORDS, formats.SubtitleOptions(max_words_per_line=3))
+    assert srt == (
+        "1\n00:00:00,000 --> 00:00:00,900\nAsk not what\n\n"
+        "2\n00:00:00,900 --> 00:00:01,700\nyour country can\n\n"
+        "3\n00:00:01,700 --> 00:00:02,000\ndo\n\n"
+    )
+
+
 def test_vtt_highlights_each_word_while_it_is_spoken():
     text = formats.to_vtt(WORDS, formats.SubtitleOptions(highlight_words=True))
     cues = text.split("\n\n")[1:-1]

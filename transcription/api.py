@@ -239,12 +239,14 @@ class ResultQuery(Schema):
     max_line_width: int | None = Field(None, ge=1, le=1000, description="srt/vtt: characters per line")
     max_line_count: int | None = Field(None, ge=1, le=100, description="srt/vtt: lines per cue")
     highlight_words: bool = Field(False, description="srt/vtt: underline each word as it is spoken")
+    max_words_per_line: int | None = Field(None, ge=1, le=1000, description="srt/vtt: words per cue")
 
 
 @api.get("/job/{job_id}/result", response={200: None, **ERRORS},
          summary="A finished job's result as a file: txt, srt, vtt, tsv or json")
 def job_result(request: HttpRequest, job_id: UUID, query: Query[ResultQuery]):
-    subtitles = formats.SubtitleOptions(query.max_line_width, query.max_line_count, query.highlight_words)
+    subtitles = formats.SubtitleOptions(query.max_line_width, query.max_line_count, query.highlight_words,
+                                        query.max_words_per_line)
     body, content_type, filename = services.result_file(_job(job_id), query.format, subtitles)
     response = HttpResponse(body, content_type=content_type)
     response["Content-Disposition"] = f"attachment; filename*=UTF-8''{quote(filename)}"

@@ -55,10 +55,11 @@ class SubtitleOptions:
     max_line_width: int | None = None
     max_line_count: int | None = None
     highlight_words: bool = False
+    max_words_per_line: int | None = None
 
     def as_writer_options(self) -> dict:
         return {"max_line_width": self.max_line_width, "max_line_count": self.max_line_count,
-                "highlight_words": self.highlight_words}
+                "highlight_words": self.highlight_words, "max_words_per_line": self.max_words_per_line}
 
 
 def _for_writer(result: Mapping) -> dict:

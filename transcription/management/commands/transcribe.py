@@ -1,6 +1,7 @@
 """manage.py transcribe FILE... : the same services as the API, from a terminal, with progress bars."""
 from __future__ import annotations
 
+import argparse
 import threading
 import time
 from pathlib import Path
@@ -16,6 +17,16 @@ from transcription.schemas import TranscribeOptions
 from transcription.uploads import UploadRejected
 
 
+def _positive(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number of at least 1")
+    return number
+
+
 class Command(BaseCommand):
     help = "Transcribe files through the service's pipeline and write the results next to them."
 
@@ -27,6 +38,12 @@ class Command(BaseCommand):
         parser.add_argument("--task", default="transcribe", choices=["transcribe", "translate"])
         parser.add_argument("--format", default="txt",
                             help=f"comma-separated: {', '.join(formats.WRITERS)} (default: txt)")
+        lines = parser.add_argument_group("srt/vtt cues (need word timestamps)")
+        lines.add_argument("--max-line-width", type=_positive, default=None, help="characters per line")
+        lines.add_argument("--max-line-count", type=_positive, default=None, help="lines per cue")
+        lines.add_argument("--max-words-per-line", type=_positive, default=None, help="words per cue")
+        lines.add_argument("--highlight-words", action="store_true",
+                           help="underline each word as it is spoken")
         parser.add_argument("--output-dir", type=Path, default=None,
                             help="default: beside each input file")
         parser.add_argument("--no-word-timestamps", action="store_true")
@@ -34,7 +51,9 @@ class Command(BaseCommand):
                             help="hand the jobs to the Huey queue (a running consumer does the work)")
 
     def handle(self, files, model, engine, language, task, format, output_dir, no_word_timestamps,
-               queue, **_):
+               queue, max_line_width, max_line_count, max_words_per_line, highlight_words, **_):
+        subtitles = formats.SubtitleOptions(max_line_width, max_line_count, highlight_words,
+                                            max_words_per_line)
         wanted = [f.strip().lower() for f in format.split(",") if f.strip()]
         unknown = [f for f in wanted if f not in formats.WRITERS]
         if unknown or not wanted:
@@ -60,7 +79,7 @@ class Command(BaseCommand):
             target_dir = output_dir or path.parent
             target_dir.mkdir(parents=True, exist_ok=True)
             for fmt in wanted:
-                body, _, name = services.result_file(job, fmt)
+                body, _, name = services.result_file(job, fmt, subtitles)
                 out = target_dir / f"{path.stem}.{fmt}"
                 formats.write_atomic(out, body)
                 self.stdout.write(f"{path} -> {out}")
