@@ -183,6 +183,46 @@ def test_admin_speaks_russian_when_the_browser_asks(admin_client):
 
 
 @pytest.mark.django_db
+def test_admin_model_and_field_names_are_translated(admin_client):
+    job = make_job("jfk.flac", status="done", result=JFK_RESULT)
+    upload_page = f"{UPLOADS}{job.upload_id}/change/"
+
+    # Russian, asked for by the browser: model names in the title, breadcrumbs and the delete action
+    jobs = admin_client.get(JOBS, HTTP_ACCEPT_LANGUAGE="ru").content.decode()
+    assert "<h1>Выберите задача для изменения</h1>" in jobs
+    assert "&rsaquo; Задачи\n" in jobs
+    assert ">Удалить выбранные задачи вместе с файлами<" in jobs
+    assert ">Готово<" in jobs  # the status choice's label
+    index = admin_client.get("/admin/", HTTP_ACCEPT_LANGUAGE="ru").content.decode()
+    assert ">Задачи</a>" in index and ">Загрузки</a>" in index
+
+    # ... and by the language cookie: field labels and help texts come from the model
+    admin_client.cookies[settings.LANGUAGE_COOKIE_NAME] = "ru"
+    upload = admin_client.get(upload_page).content.decode()
+    for label in ("Исходное имя", "Путь хранения", "Тип содержимого", "SHA-256", "Время создания"):
+        assert f"<label>{label}:</label>" in upload, label
+    assert "Относительно MEDIA_ROOT." in upload
+    assert "Изменить загрузка" in upload
+    job_page = admin_client.get(f"{JOBS}{job.pk}/change/").content.decode()
+    for label in ("Запрошенная модель", "Запрошенный движок", "Время начала", "Время завершения", "Попытки",
+                  "Пакет"):
+        assert f"<label>{label}:</label>" in job_page, label
+
+    # English pages keep Django's default labels
+    del admin_client.cookies[settings.LANGUAGE_COOKIE_NAME]
+    jobs = admin_client.get(JOBS, HTTP_ACCEPT_LANGUAGE="en").content.decode()
+    assert "<h1>Select job to change</h1>" in jobs and "&rsaquo; Jobs\n" in jobs
+    assert ">Delete selected jobs and their files<" in jobs
+    upload = admin_client.get(upload_page, HTTP_ACCEPT_LANGUAGE="en").content.decode()
+    for label in ("Original name", "Stored path", "Content type", "Sha256", "Created at"):
+        assert f"<label>{label}:</label>" in upload, label
+    assert "Relative to MEDIA_ROOT." in upload and "Change upload" in upload
+    job_page = admin_client.get(f"{JOBS}{job.pk}/change/", HTTP_ACCEPT_LANGUAGE="en").content.decode()
+    for label in ("Requested model", "Requested engine", "Started at", "Finished at", "Attempts", "Batch"):
+        assert f"<label>{label}:</label>" in job_page, label
+
+
+@pytest.mark.django_db
 def test_make_run_says_how_to_create_the_first_admin_user(django_user_model):
     out = io.StringIO()
     call_command("ensure_admin", "--url", "http://127.0.0.1:8000/admin/", "--no-input", stdout=out)

@@ -5,21 +5,26 @@ import uuid
 
 from django.db import models, transaction
 from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
 
 
 class Upload(models.Model):
     """One file as received: its original name, where it is stored, and what it is."""
 
-    original_name = models.CharField(max_length=255)
-    stored_path = models.CharField(max_length=500, help_text="Relative to MEDIA_ROOT.")
-    size = models.BigIntegerField()
-    content_type = models.CharField(max_length=100, blank=True)
-    sha256 = models.CharField(max_length=64, db_index=True)
-    duration = models.FloatField(null=True, blank=True, help_text="Seconds, from FFmpeg's probe.")
-    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    original_name = models.CharField(_("original name"), max_length=255)
+    stored_path = models.CharField(_("stored path"), max_length=500, help_text=_("Relative to MEDIA_ROOT."))
+    size = models.BigIntegerField(_("size"))
+    content_type = models.CharField(_("content type"), max_length=100, blank=True)
+    sha256 = models.CharField(_("sha256"), max_length=64, db_index=True)
+    duration = models.FloatField(
+        _("duration"), null=True, blank=True, help_text=_("Seconds, from FFmpeg's probe.")
+    )
+    created_at = models.DateTimeField(_("created at"), default=timezone.now, db_index=True)
 
     class Meta:
         ordering = ["-created_at"]
+        verbose_name = _("upload")
+        verbose_name_plural = _("uploads")
 
     def __str__(self) -> str:
         return self.original_name
@@ -28,24 +33,25 @@ class Upload(models.Model):
 class Batch(models.Model):
     """Several uploads sent together with one set of options; each file is its own job."""
 
-    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    options = models.JSONField(default=dict)
-    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    id = models.UUIDField(_("id"), primary_key=True, default=uuid.uuid4, editable=False)
+    options = models.JSONField(_("options"), default=dict)
+    created_at = models.DateTimeField(_("created at"), default=timezone.now, db_index=True)
 
     class Meta:
         ordering = ["-created_at"]
-        verbose_name_plural = "batches"
+        verbose_name = _("batch")
+        verbose_name_plural = _("batches")
 
     def __str__(self) -> str:
         return str(self.id)
 
 
 class JobStatus(models.TextChoices):
-    QUEUED = "queued"
-    RUNNING = "running"
-    DONE = "done"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
+    QUEUED = "queued", _("Queued")
+    RUNNING = "running", _("Running")
+    DONE = "done", _("Done")
+    FAILED = "failed", _("Failed")
+    CANCELLED = "cancelled", _("Cancelled")
 
 
 class TransitionError(Exception):
@@ -58,45 +64,50 @@ class Job(models.Model):
     Status = JobStatus
     FINAL = (JobStatus.DONE, JobStatus.FAILED, JobStatus.CANCELLED)
 
-    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    upload = models.ForeignKey(Upload, on_delete=models.CASCADE, related_name="jobs")
-    batch = models.ForeignKey(
-        Batch, on_delete=models.SET_NULL, null=True, blank=True, related_name="jobs"
+    id = models.UUIDField(_("id"), primary_key=True, default=uuid.uuid4, editable=False)
+    upload = models.ForeignKey(
+        Upload, on_delete=models.CASCADE, related_name="jobs", verbose_name=_("upload")
     )
-    options = models.JSONField(default=dict, help_text="Every request option, validated.")
-    requested_model = models.CharField(max_length=40, blank=True)
-    requested_engine = models.CharField(max_length=20, blank=True)
+    batch = models.ForeignKey(
+        Batch, on_delete=models.SET_NULL, null=True, blank=True, related_name="jobs", verbose_name=_("batch")
+    )
+    options = models.JSONField(_("options"), default=dict, help_text=_("Every request option, validated."))
+    requested_model = models.CharField(_("requested model"), max_length=40, blank=True)
+    requested_engine = models.CharField(_("requested engine"), max_length=20, blank=True)
 
     status = models.CharField(
-        max_length=10, choices=JobStatus.choices, default=JobStatus.QUEUED, db_index=True
+        _("status"), max_length=10, choices=JobStatus.choices, default=JobStatus.QUEUED, db_index=True
     )
-    progress = models.FloatField(default=0.0, help_text="0-100, fraction of audio decoded.")
-    engine = models.CharField(max_length=20, blank=True, help_text="Engine that ran.")
-    model = models.CharField(max_length=40, blank=True, help_text="Model that ran.")
-    language = models.CharField(max_length=16, blank=True)
-    language_probability = models.FloatField(null=True, blank=True)
+    progress = models.FloatField(_("progress"), default=0.0, help_text=_("0-100, fraction of audio decoded."))
+    engine = models.CharField(_("engine"), max_length=20, blank=True, help_text=_("Engine that ran."))
+    model = models.CharField(_("model"), max_length=40, blank=True, help_text=_("Model that ran."))
+    language = models.CharField(_("language"), max_length=16, blank=True)
+    language_probability = models.FloatField(_("language probability"), null=True, blank=True)
 
-    created_at = models.DateTimeField(default=timezone.now, db_index=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
-    conversion_seconds = models.FloatField(null=True, blank=True)
-    inference_seconds = models.FloatField(null=True, blank=True)
-    audio_duration = models.FloatField(null=True, blank=True)
-    silence_offset = models.FloatField(null=True, blank=True)
+    created_at = models.DateTimeField(_("created at"), default=timezone.now, db_index=True)
+    started_at = models.DateTimeField(_("started at"), null=True, blank=True)
+    finished_at = models.DateTimeField(_("finished at"), null=True, blank=True)
+    conversion_seconds = models.FloatField(_("conversion seconds"), null=True, blank=True)
+    inference_seconds = models.FloatField(_("inference seconds"), null=True, blank=True)
+    audio_duration = models.FloatField(_("audio duration"), null=True, blank=True)
+    silence_offset = models.FloatField(_("silence offset"), null=True, blank=True)
 
-    result = models.JSONField(null=True, blank=True)
-    result_json_path = models.CharField(max_length=500, blank=True)
-    result_text_path = models.CharField(max_length=500, blank=True)
-    error = models.TextField(blank=True)
-    worker = models.CharField(max_length=100, blank=True, help_text="host:pid running it.")
-    heartbeat_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    result = models.JSONField(_("result"), null=True, blank=True)
+    result_json_path = models.CharField(_("result json path"), max_length=500, blank=True)
+    result_text_path = models.CharField(_("result text path"), max_length=500, blank=True)
+    error = models.TextField(_("error"), blank=True)
+    worker = models.CharField(_("worker"), max_length=100, blank=True, help_text=_("host:pid running it."))
+    heartbeat_at = models.DateTimeField(_("heartbeat at"), null=True, blank=True, db_index=True)
     error_code = models.CharField(
-        max_length=20, blank=True, help_text="bad_audio (the input's fault) or engine_error."
+        _("error code"), max_length=20, blank=True,
+        help_text=_("bad_audio (the input's fault) or engine_error."),
     )
-    attempts = models.PositiveIntegerField(default=0)
+    attempts = models.PositiveIntegerField(_("attempts"), default=0)
 
     class Meta:
         ordering = ["-created_at"]
+        verbose_name = _("job")
+        verbose_name_plural = _("jobs")
 
     def __str__(self) -> str:
         return f"{self.id} ({self.status})"
