@@ -155,6 +155,9 @@ WHISPER_WINDOW_SECONDS = float(os.getenv("WHISPER_WINDOW_SECONDS", "3600"))
 JOB_HEARTBEAT_SECONDS = float(os.getenv("JOB_HEARTBEAT_SECONDS", "10"))
 JOB_STALE_SECONDS = float(os.getenv("JOB_STALE_SECONDS", "60"))
 JOB_MAX_ATTEMPTS = int(os.getenv("JOB_MAX_ATTEMPTS", "3"))
+# Worker threads (and the inference threads they start) run at this niceness, so that a busy
+# worker on the web server's machine does not slow its pages and status requests. 0: unchanged.
+WORKER_NICE = int(os.getenv("WORKER_NICE", "10"))
 # Optional API bearer tokens (comma-separated); unset, the API is open, as the spec intends locally.
 API_TOKENS = envlist("API_TOKENS", "")
 # Per-client limit on creating jobs (POST /transcribe, /transcribe/batch, /v1/audio/*): e.g. "30/min".

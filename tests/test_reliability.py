@@ -264,3 +264,30 @@ def test_a_job_deleted_while_it_runs_stops_and_leaves_no_files(eval_dir):
     results = Path(settings.MEDIA_ROOT) / "results"
     assert not list(results.glob(f"{job.id}_*")) if results.exists() else True
     assert not list(Path(settings.FILE_UPLOAD_TEMP_DIR).glob(f"job-{job.id}-*"))
+
+
+def _thread_cpu_and_nice(pid: int) -> dict[int, tuple[int, int]]:
+    """{thread id: (CPU ticks used, niceness)} from /proc/PID/task/*/stat."""
+    out = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # the thread ended
+        out[int(task.name)] = (int(fields[11]) + int(fields[12]), int(fields[16]))  # utime+stime, nice
+    return out
+
+
+@pytest.mark.integration
+def test_the_worker_decodes_at_worker_nice_so_the_web_process_goes_first(service, worker, clips):
+    """The threads that did the work of a job (inference, numpy's BLAS pool) run at WORKER_NICE."""
+    assert settings.WORKER_NICE > 0
+    before = _thread_cpu_and_nice(worker.pid)
+    resp = post_file(service, clips["flac"], language="en", model="base", engine="ctranslate2")
+    assert resp.status_code == 200, resp.text
+    after = _thread_cpu_and_nice(worker.pid)
+    used = sorted(((cpu - before.get(tid, (0, 0))[0], nice, tid) for tid, (cpu, nice) in after.items()),
+                  reverse=True)
+    busy = [(ticks, nice) for ticks, nice, _ in used if ticks >= 10]  # 0.1 s of CPU or more
+    assert busy and all(nice == settings.WORKER_NICE for _, nice in busy), used[:6]
+    assert after[worker.pid][1] == settings.WORKER_NICE  # the main thread too

@@ -1,7 +1,10 @@
 """Huey tasks: thin, carrying only ids, calling services."""
 import atexit
 import logging
+import os
+from pathlib import Path
 
+from django.conf import settings
 from huey import crontab
 from huey.contrib.djhuey import HUEY, db_periodic_task, db_task, on_startup
 
@@ -26,9 +29,12 @@ _started = False
 
 @on_startup()
 def _consumer_started() -> None:
-    # Runs in each worker thread of a starting consumer; once per process is enough.
-    global _started
-    if _started or HUEY.immediate:
+    # Runs in each worker thread of a starting consumer, before it takes a task.
+    if HUEY.immediate:
+        return
+    _lower_priority(settings.WORKER_NICE)
+    global _started  # the rest: once per process
+    if _started:
         return
     _started = True
     counts = services.reap_stale_jobs()
@@ -37,6 +43,22 @@ def _consumer_started() -> None:
     # A consumer that stops (SIGTERM, or a graceful stop past its timeout) hands its running jobs
     # back instead of leaving them 'running' until the reaper notices. SIGKILL is the reaper's.
     atexit.register(_hand_back_jobs)
+
+
+def _lower_priority(nice: int) -> None:
+    """Run the consumer at `nice`: on a machine shared with the web process, a busy worker must not
+    slow every page and status request (bench/load.py measures it). On Linux niceness is per
+    thread, so every thread there is now (the worker threads, the BLAS pool numpy started at
+    import) is set, and threads started later (inference) inherit it; on macOS it is per process."""
+    if nice <= 0:
+        return
+    tasks = Path("/proc/self/task")
+    for tid in [int(t.name) for t in tasks.iterdir()] if tasks.is_dir() else [0]:
+        try:
+            if os.getpriority(os.PRIO_PROCESS, tid) < nice:
+                os.setpriority(os.PRIO_PROCESS, tid, nice)
+        except OSError as exc:  # a thread that just ended; or not allowed: not fatal either way
+            log.debug("event=priority_unchanged thread=%d reason=%r", tid, str(exc))
 
 
 def _hand_back_jobs() -> None:
