@@ -195,6 +195,7 @@ def test_admin_model_and_field_names_are_translated(admin_client):
     assert ">Готово<" in jobs  # the status choice's label
     index = admin_client.get("/admin/", HTTP_ACCEPT_LANGUAGE="ru").content.decode()
     assert ">Задачи</a>" in index and ">Загрузки</a>" in index
+    assert ">Расшифровка</a>" in index and "Transcription" not in index  # the app's own name
 
     # ... and by the language cookie: field labels and help texts come from the model
     admin_client.cookies[settings.LANGUAGE_COOKIE_NAME] = "ru"
