@@ -40,7 +40,7 @@ def signal_slice(audio: np.ndarray, padding: int, start: int, stop: int) -> np.n
     return out
 
 
-def stretches(total_frames: int, chunk_frames: int = CHUNK_FRAMES):
+def stretches(total_frames: int, chunk_frames: int):
     """(first, stop, samples_from, samples_to) per stretch: the frames [first, stop) are those
     centred on samples first*HOP .. (stop-1)*HOP; the signal slice carries _MARGIN frames more on
     each side so that the stretch's own edge padding falls only on frames that are dropped."""
@@ -50,8 +50,9 @@ def stretches(total_frames: int, chunk_frames: int = CHUNK_FRAMES):
 
 
 def numpy_log_mel(audio: np.ndarray, mel_filters: np.ndarray, padding: int,
-                  chunk_frames: int = CHUNK_FRAMES) -> np.ndarray:
+                  chunk_frames: int | None = None) -> np.ndarray:
     """faster-whisper's FeatureExtractor.__call__, stretch by stretch: (n_mels, frames) float32."""
+    chunk_frames = chunk_frames or CHUNK_FRAMES
     from faster_whisper.feature_extractor import FeatureExtractor
 
     total = n_frames(len(audio), padding)
@@ -69,8 +70,9 @@ def numpy_log_mel(audio: np.ndarray, mel_filters: np.ndarray, padding: int,
     return out
 
 
-def mlx_log_mel(audio, n_mels: int = 80, padding: int = 0, chunk_frames: int = CHUNK_FRAMES):
+def mlx_log_mel(audio, n_mels: int = 80, padding: int = 0, chunk_frames: int | None = None):
     """mlx_whisper.audio.log_mel_spectrogram, stretch by stretch: an mx.array (frames, n_mels)."""
+    chunk_frames = chunk_frames or CHUNK_FRAMES
     import mlx.core as mx
     from mlx_whisper import audio as mlx_audio
 
