@@ -33,7 +33,7 @@ import requests
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-from tests.processes import free_port  # noqa: E402
+from tests.processes import free_port, wait_up  # noqa: E402
 SHARED = Path(os.getenv("SHARED_DIR", REPO.parent / "shared"))
 FINAL = ("done", "failed", "cancelled")
 
@@ -74,14 +74,10 @@ class Service:
         self.proc = subprocess.Popen([*manage, "serve", f"127.0.0.1:{port}", "--workers", str(workers)],
                                      env=env, cwd=REPO, stdout=self.log, stderr=subprocess.STDOUT,
                                      start_new_session=True)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                requests.get(f"{self.base}/models", timeout=2)
-                return
-            except requests.RequestException:
-                time.sleep(0.3)
-        raise SystemExit(f"service did not come up; see {self.data / 'service.log'}")
+        try:
+            wait_up(f"{self.base}/models", healthy=False)
+        except AssertionError:
+            raise SystemExit(f"service did not come up; see {self.data / 'service.log'}") from None
 
     def stop(self) -> None:
         if self.proc.poll() is None:

@@ -41,7 +41,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-from tests.processes import child_pid, free_port, rss_kib  # noqa: E402
+from tests.processes import child_pid, free_port, rss_kib, wait_up  # noqa: E402
 MiB = 1024 * 1024
 GiB = 1024 * MiB
 
@@ -60,19 +60,10 @@ class Service:
         self.proc = subprocess.Popen([*manage, "serve", f"127.0.0.1:{self.port}"], env=self.env, cwd=REPO,
                                      stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
         self.web_pid = child_pid(self.proc.pid, "runserver")
-        self._wait_up()
-
-    def _wait_up(self, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
-                    s.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
-                    if s.recv(64).startswith(b"HTTP/1.1 "):
-                        return
-            except OSError:
-                time.sleep(0.3)
-        raise SystemExit(f"service did not come up; see {self.data / 'service.log'}")
+        try:
+            wait_up(f"http://127.0.0.1:{self.port}/health", healthy=False)
+        except AssertionError:
+            raise SystemExit(f"service did not come up; see {self.data / 'service.log'}") from None
 
     def leftovers(self) -> dict:
         tmp = Path(self.env.get("FILE_UPLOAD_TEMP_DIR", self.data / "tmp"))

@@ -15,13 +15,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_up(url: str, timeout: float = 60) -> None:
-    """Until `url` answers below 500 (the first request may import the engines: be patient)."""
+def wait_up(url: str, timeout: float = 60, healthy: bool = True) -> requests.Response:
+    """Until `url` answers (below 500 unless `healthy` is false: a test of a broken dependency
+    wants its 503); returns that answer."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            if requests.get(url, timeout=5).status_code < 500:
-                return
+            answer = requests.get(url, timeout=30)
+            if answer.status_code < 500 or not healthy:
+                return answer
         except requests.RequestException:
             pass
         time.sleep(0.3)

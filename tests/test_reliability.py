@@ -13,7 +13,7 @@ from django.core.management import CommandError, call_command
 from django.utils import timezone
 
 from tests.conftest import REPO, deployment_env, post_file
-from tests.processes import free_port
+from tests.processes import free_port, wait_up
 from transcription import services
 from transcription.models import Job, Upload
 from transcription.schemas import TranscribeOptions
@@ -200,15 +200,12 @@ def _web(env: dict, port: int) -> subprocess.Popen:
     proc = subprocess.Popen([str(Path(sys.executable).parent / "gunicorn"), "project.wsgi",
                              "-b", f"127.0.0.1:{port}", "-w", "1", "--threads", "4"], env=env, cwd=REPO,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            requests.get(f"http://127.0.0.1:{port}/health", timeout=10)
-            return proc
-        except requests.ConnectionError:
-            time.sleep(0.2)
-    proc.kill()
-    pytest.fail("gunicorn did not start")
+    try:
+        wait_up(f"http://127.0.0.1:{port}/health", timeout=30, healthy=False)  # its 503 is the test
+    except AssertionError:
+        proc.kill()
+        raise
+    return proc
 
 
 @pytest.mark.integration

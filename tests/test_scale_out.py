@@ -4,7 +4,6 @@ SIGTERM mid-inference; every job must still finish exactly once with a correct t
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ import pytest
 import requests
 
 from tests.conftest import REPO, deployment_env, post_file
+from tests.processes import free_port, wait_up
 
 pytestmark = pytest.mark.integration
 
@@ -67,21 +67,14 @@ def cluster(tmp_path):
             return proc
 
         def web(self) -> str:
-            with socket.socket() as s:
-                s.bind(("127.0.0.1", 0))
-                port = s.getsockname()[1]
+            port = free_port()
             procs.append(subprocess.Popen(
                 [str(Path(sys.executable).parent / "gunicorn"), "project.wsgi", "-b", f"127.0.0.1:{port}",
                  "-w", "2", "--threads", "4"], env=env, cwd=REPO,
                 stdout=open(tmp_path / "web.log", "wb"), stderr=subprocess.STDOUT))
             url = f"http://127.0.0.1:{port}"
-            for _ in range(100):
-                try:
-                    requests.get(f"{url}/health", timeout=60)  # the first call imports the engines
-                    return url
-                except requests.ConnectionError:
-                    time.sleep(0.2)
-            pytest.fail("gunicorn did not start")
+            wait_up(f"{url}/health", healthy=False)
+            return url
 
         def rows(self, sql: str):
             import psycopg

@@ -9,7 +9,7 @@ import pytest
 import requests
 
 from tests.conftest import REPO, deployment_env
-from tests.processes import free_port
+from tests.processes import free_port, wait_up
 
 pytestmark = pytest.mark.integration
 
@@ -26,14 +26,7 @@ def serve(tmp_path):
     proc.log_tail = lambda: (tmp_path / "serve.log").read_text(errors="replace")[-3000:]
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                health = requests.get(f"{base}/health", timeout=30)
-                break
-            except requests.ConnectionError:
-                assert time.monotonic() < deadline, "serve did not come up"
-                time.sleep(0.3)
+        health = wait_up(f"{base}/health", healthy=False)
         assert health.status_code == 200, health.text
         yield proc, base
     finally:
