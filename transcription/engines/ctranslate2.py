@@ -28,8 +28,9 @@ def _device() -> tuple[str, str]:
     return "cpu", "int8"
 
 
-def _chunked_extractor(extractor):
-    """The model's FeatureExtractor, computing the same spectrogram a stretch at a time."""
+def _chunked_extractor(model):
+    """A FeatureExtractor for the model (its own settings) that computes the same spectrogram a
+    stretch at a time."""
     from faster_whisper.feature_extractor import FeatureExtractor
 
     class ChunkedFeatureExtractor(FeatureExtractor):
@@ -41,9 +42,7 @@ def _chunked_extractor(extractor):
                 return super().__call__(waveform, padding)  # one stretch: the library's own code
             return melspec.numpy_log_mel(waveform, self.mel_filters, padding)
 
-    chunked = ChunkedFeatureExtractor.__new__(ChunkedFeatureExtractor)
-    chunked.__dict__.update(extractor.__dict__)
-    return chunked
+    return ChunkedFeatureExtractor(**model.feat_kwargs)
 
 
 class CTranslate2Engine:
@@ -73,7 +72,7 @@ class CTranslate2Engine:
                     compute_type=key[2],
                     cpu_threads=settings.WHISPER_CPU_THREADS,
                 )
-                model.feature_extractor = _chunked_extractor(model.feature_extractor)
+                model.feature_extractor = _chunked_extractor(model)
                 _models[key] = model
             return _models[key]
 

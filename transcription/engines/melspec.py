@@ -1,11 +1,10 @@
 """Whisper's log-Mel spectrogram computed a stretch at a time, for both engines.
 
-faster-whisper and mlx-whisper compute the spectrogram of all the audio they are given in one go:
-the short-time Fourier transform of a 10-minute file briefly takes about 420 MB (measured: 30
-minutes took 1.27 GB), though the spectrogram it yields is 18 MB. Splitting long files into
-separately transcribed pieces bounded that, but cost 31 % of the time on the benchmark and
-changed the text. Here the same frames are computed in stretches of CHUNK_FRAMES, so one call
-over the whole file needs only the result's memory (about 115 MB an hour).
+faster-whisper and mlx-whisper compute the spectrogram of all the audio they are given in one go,
+and its Fourier transform briefly takes far more than the result: for 30 minutes, 1.5 GB with
+faster-whisper and 560 MB with mlx-whisper, for a 55 MB spectrogram (bench/spectrogram_memory.py).
+Here the same frames are computed in stretches of CHUNK_FRAMES, so one call over a long file needs
+the result (about 110 MB an hour) plus one stretch's transform.
 
 The frames are those of the libraries' own code: centre-padded by reflection at the ends of the
 signal (never at a stretch's edge), periodic Hann window, `n_fft`=400, hop 160, the power
@@ -17,7 +16,7 @@ import numpy as np
 
 N_FFT = 400
 HOP = 160
-CHUNK_FRAMES = 12_000  # 2 minutes a stretch: its transform takes under 100 MB
+CHUNK_FRAMES = 12_000  # 2 minutes a stretch: about 150 MB beside the result, measured
 _MARGIN = 3  # frames computed beyond each edge of a stretch and dropped (3 * HOP > N_FFT // 2)
 
 
@@ -49,6 +48,15 @@ def stretches(total_frames: int, chunk_frames: int):
         yield first, stop, (first - _MARGIN) * HOP, (stop - 1 + _MARGIN) * HOP + 1
 
 
+def _clamp_and_scale(log_spec: np.ndarray) -> np.ndarray:
+    """Both libraries' last steps, in place and in float32 as both do them (one copy of the
+    result, not one per step): clamp to 8 below the whole spectrogram's maximum, then scale."""
+    np.maximum(log_spec, log_spec.max() - 8.0, out=log_spec)
+    log_spec += 4.0
+    log_spec /= 4.0
+    return log_spec
+
+
 def numpy_log_mel(audio: np.ndarray, mel_filters: np.ndarray, padding: int,
                   chunk_frames: int | None = None) -> np.ndarray:
     """faster-whisper's FeatureExtractor.__call__, stretch by stretch: (n_mels, frames) float32."""
@@ -64,10 +72,7 @@ def numpy_log_mel(audio: np.ndarray, mel_filters: np.ndarray, padding: int,
         spec = spec.astype("complex64")[..., _MARGIN:_MARGIN + stop - first]
         mel = mel_filters @ (np.abs(spec) ** 2)
         out[:, first:stop] = np.log10(np.clip(mel, a_min=1e-10, a_max=None))
-    np.maximum(out, out.max() - 8.0, out=out)
-    out += 4.0
-    out /= 4.0
-    return out
+    return _clamp_and_scale(out)
 
 
 def mlx_log_mel(audio, n_mels: int = 80, padding: int = 0, chunk_frames: int | None = None):
@@ -90,8 +95,4 @@ def mlx_log_mel(audio, n_mels: int = 80, padding: int = 0, chunk_frames: int | N
         freqs = mlx_audio.stft(piece, window, nperseg=N_FFT, noverlap=HOP)[_MARGIN:_MARGIN + stop - first]
         mel = freqs.abs().square() @ filters.T
         out[first:stop] = np.array(mx.maximum(mel, 1e-10).log10())
-    # The clamp and scale in place, in float32 as MLX does them (one copy of the result, not five).
-    np.maximum(out, out.max() - 8.0, out=out)
-    out += 4.0
-    out /= 4.0
-    return mx.array(out)
+    return mx.array(_clamp_and_scale(out))
