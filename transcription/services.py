@@ -436,8 +436,7 @@ def _reenqueue_lost_tasks() -> int:
     from huey.contrib.djhuey import HUEY
 
     cutoff = timezone.now() - timedelta(seconds=settings.JOB_STALE_SECONDS)
-    waiting = list(Job.objects.filter(status=Job.Status.QUEUED, created_at__lt=cutoff, started_at__isnull=True)
-                   .values_list("pk", flat=True))
+    waiting = list(Job.objects.filter(status=Job.Status.QUEUED, created_at__lt=cutoff))
     if not waiting:
         return 0
     try:
@@ -446,8 +445,8 @@ def _reenqueue_lost_tasks() -> int:
         log.warning("event=reenqueue_skipped reason=%r", f"{type(exc).__name__}: {exc}"[:200])
         return 0
     count = 0
-    for job in Job.objects.filter(pk__in=[pk for pk in waiting if str(pk) not in pending]):
-        if job.status != Job.Status.QUEUED:
+    for job in waiting:
+        if str(job.pk) in pending:
             continue
         try:
             _enqueue(job)
