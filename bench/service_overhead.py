@@ -47,22 +47,18 @@ def make_long_file(out: Path, minutes: float, audio: str = "english") -> float:
     the benchmark's language="en" makes the model hallucinate over; with temperature fallback that
     is random sampling, so its time varies from run to run (measured 62 s and 113 s for the same
     file in one run), which says nothing about the service."""
-    names = ("jfk.flac", "multilingual.mp3", "hotwords.mp3")
-    trims = {"multilingual.mp3": ENGLISH_PART} if audio == "english" else {}
-    block = 11.0 + trims.get("multilingual.mp3", 59.95) + 4.05
-    repeats = max(1, round(minutes * 60 / block))
-    inputs = []
-    for _ in range(repeats):
-        for name in names:
-            inputs += ["-i", str(SHARED / "eval" / name)]
-    n = len(inputs) // 2
-    filters = "".join(
-        f"[{i}:a]{f'atrim=0:{trims[names[i % 3]]},' if names[i % 3] in trims else ''}"
-        f"aresample=16000,aformat=channel_layouts=mono[a{i}];" for i in range(n))
-    filters += "".join(f"[a{i}]" for i in range(n)) + f"concat=n={n}:v=0:a=1[out]"
+    # (clip, seconds of it used, the FFmpeg filter that keeps them)
+    multilingual = (ENGLISH_PART, f"atrim=0:{ENGLISH_PART},") if audio == "english" else (59.95, "")
+    block = [("jfk.flac", 11.0, ""), ("multilingual.mp3", *multilingual), ("hotwords.mp3", 4.05, "")]
+    repeats = max(1, round(minutes * 60 / sum(seconds for _, seconds, _ in block)))
+    clips = block * repeats
+    inputs = [arg for name, _, _ in clips for arg in ("-i", str(SHARED / "eval" / name))]
+    filters = "".join(f"[{i}:a]{trim}aresample=16000,aformat=channel_layouts=mono[a{i}];"
+                      for i, (_, _, trim) in enumerate(clips))
+    filters += "".join(f"[a{i}]" for i in range(len(clips))) + f"concat=n={len(clips)}:v=0:a=1[out]"
     subprocess.run([ffmpeg_exe(), "-hide_banner", "-v", "error", "-y", *inputs, "-filter_complex",
                     filters, "-map", "[out]", "-c:a", "libmp3lame", "-b:a", "64k", str(out)], check=True)
-    return repeats * block
+    return sum(seconds for _, seconds, _ in clips)
 
 
 def decode(path: Path) -> "np.ndarray":
