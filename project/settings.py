@@ -44,8 +44,9 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
-    "huey.contrib.djhuey",
+    # transcription before djhuey: its run_huey (announces the worker, stops it cleanly) wins.
     "transcription",
+    "huey.contrib.djhuey",
     "webui",
 ]
 

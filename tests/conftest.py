@@ -110,6 +110,9 @@ def worker(django_db_setup, django_db_blocker):
         "MEDIA_ROOT": str(settings.MEDIA_ROOT),
         "MODELS_DIR": str(settings.MODELS_DIR),
         "HUEY_MAX_DELAY": "0.3",
+        # Transactional tests empty every table after them, the worker's row too: it announces
+        # itself again within a second (the `service` fixture waits for that).
+        "JOB_HEARTBEAT_SECONDS": "1",
     }
     log_path = Path(settings.DATA_DIR) / "worker.log"
     log = open(log_path, "ab")
@@ -117,9 +120,8 @@ def worker(django_db_setup, django_db_blocker):
         [sys.executable, str(REPO / "manage.py"), "run_huey", "--workers", "1"],
         cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )
-    time.sleep(1.0)
-    if proc.poll() is not None:
-        pytest.fail(f"huey consumer exited at start: {log_path.read_text()[-2000:]}")
+    with django_db_blocker.unblock():
+        _wait_announced(proc, log_path)
     yield proc
     proc.send_signal(signal.SIGINT)
     try:
@@ -129,9 +131,21 @@ def worker(django_db_setup, django_db_blocker):
     log.close()
 
 
+def _wait_announced(proc: subprocess.Popen, log_path: Path, timeout: float = 120) -> None:
+    """Until the consumer has written its Worker row (it does so before taking any task)."""
+    from transcription.models import Worker
+
+    deadline = time.monotonic() + timeout
+    while not Worker.objects.filter(pid=proc.pid).exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            pytest.fail(f"huey consumer did not start: {log_path.read_text()[-2000:]}")
+        time.sleep(0.1)
+
+
 @pytest.fixture
 def service(live_server, worker):
     """Base URL of a live HTTP server whose jobs a real consumer runs."""
+    _wait_announced(worker, Path(settings.DATA_DIR) / "worker.log")
     return live_server.url
 
 

@@ -87,7 +87,10 @@ def test_a_stopping_worker_hands_back_only_its_own_jobs_with_the_attempt_refunde
     mine.start("ctranslate2", "base", worker=services.worker_id())
     theirs = _job(clips)
     theirs.start("ctranslate2", "base", worker="other-host:42")
-    assert services.requeue_own_jobs() == 1
+    try:
+        assert services.stop_running_jobs(timeout=0) == 1
+    finally:
+        services._stopping.clear()  # this test process goes on running jobs
     mine.refresh_from_db()
     theirs.refresh_from_db()
     assert mine.status == "queued" and mine.attempts == 0
@@ -222,7 +225,8 @@ def test_a_dependency_that_is_down_gives_503_with_a_clear_message(tmp_path, clip
         health = requests.get(f"http://127.0.0.1:{port}/health", timeout=30)
         assert health.status_code == 503
         failed = [name for name, c in health.json()["checks"].items() if not c["ok"]]
-        assert failed == [check]
+        # No worker runs here (and with the database down none could be seen): that check fails too.
+        assert failed in ([check], [check, "workers"]) and health.json()["status"] == "error"
         resp = post_file(f"http://127.0.0.1:{port}", clips["wav"], language="en", model="base")
         assert resp.status_code == 503, resp.text
         assert ("database is unavailable" if check == "database" else "queue is unavailable") in resp.json()["detail"]

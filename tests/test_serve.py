@@ -4,35 +4,52 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import requests
 
-from tests.conftest import REPO, deployment_env
+from tests.conftest import REPO, deployment_env, ffmpeg
 from tests.processes import free_port, wait_up
 
 pytestmark = pytest.mark.integration
+
+
+def start_serve(data_dir: Path, port: int, **env: str) -> subprocess.Popen:
+    """`manage.py serve` in a process group of its own, as a shell starts a foreground command:
+    a terminal's Ctrl-C is SIGINT to that whole group (see interrupt())."""
+    env = deployment_env(data_dir, **env)
+    subprocess.run([sys.executable, str(REPO / "manage.py"), "migrate", "-v0"], env=env, check=True)
+    log_path = data_dir / f"serve-{port}-{time.monotonic_ns()}.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([sys.executable, str(REPO / "manage.py"), "serve", f"127.0.0.1:{port}"],
+                                env=env, cwd=REPO, start_new_session=True, stdout=log,
+                                stderr=subprocess.STDOUT)
+    proc.output = lambda: log_path.read_text(errors="replace")
+    proc.log_tail = lambda: proc.output()[-3000:]
+    try:
+        wait_up(f"http://127.0.0.1:{port}/health")  # 200 only once the worker has announced itself
+    except AssertionError:
+        os.killpg(proc.pid, signal.SIGKILL)
+        raise AssertionError(f"serve did not come up:\n{proc.log_tail()}") from None
+    return proc
+
+
+def interrupt(proc: subprocess.Popen) -> None:
+    """Ctrl-C in a terminal: SIGINT to every process of the foreground group."""
+    os.killpg(proc.pid, signal.SIGINT)
 
 
 @pytest.fixture
 def serve(tmp_path):
     """`manage.py serve` on a free port with its own DATA_DIR; yields (process, base URL)."""
     port = free_port()
-    env = deployment_env(tmp_path)
-    subprocess.run([sys.executable, str(REPO / "manage.py"), "migrate", "-v0"], env=env, check=True)
-    log = open(tmp_path / "serve.log", "wb")
-    proc = subprocess.Popen([sys.executable, str(REPO / "manage.py"), "serve", f"127.0.0.1:{port}"],
-                            env=env, cwd=REPO, start_new_session=True, stdout=log, stderr=subprocess.STDOUT)
-    proc.log_tail = lambda: (tmp_path / "serve.log").read_text(errors="replace")[-3000:]
-    base = f"http://127.0.0.1:{port}"
+    proc = start_serve(tmp_path, port)
     try:
-        health = wait_up(f"{base}/health", healthy=False)
-        assert health.status_code == 200, health.text
-        yield proc, base
+        yield proc, f"http://127.0.0.1:{port}"
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
-        log.close()
 
 
 def test_serve_runs_web_and_worker_and_sigint_stops_both(serve, clips):
@@ -68,3 +85,88 @@ def test_sigint_lets_the_running_job_finish_before_the_worker_exits(serve, tmp_p
     status, text = db.execute("SELECT status, result FROM transcription_job WHERE id = ?",
                               (job["job_id"].replace("-", ""),)).fetchone()
     assert status == "done" and "permission is hereby granted" in text.lower(), proc.log_tail()
+
+
+@pytest.fixture(scope="module")
+def three_minutes(tmp_path_factory, eval_dir) -> Path:
+    """Three minutes of real speech (the JFK clip 16 times): long enough to be mid-inference."""
+    out = tmp_path_factory.mktemp("long") / "three_minutes.flac"
+    ffmpeg("-stream_loop", "15", "-i", str(eval_dir / "jfk.flac"), "-ac", "1", "-ar", "16000", str(out))
+    return out
+
+
+def _row(data_dir: Path, job_id: str) -> tuple[str, int, float]:
+    import sqlite3
+
+    with sqlite3.connect(data_dir / "db.sqlite3", timeout=30) as db:
+        return db.execute("SELECT status, attempts, progress FROM transcription_job WHERE id = ?",
+                          (job_id.replace("-", ""),)).fetchone()
+
+
+def _wait_decoding(data_dir: Path, job_id: str, log_tail, timeout: float = 180) -> None:
+    """Until the job is running and the engine has reported decoded audio."""
+    deadline = time.monotonic() + timeout
+    while True:
+        status, _, progress = _row(data_dir, job_id)
+        if status == "running" and progress > 0:
+            return
+        assert status in ("queued", "running") and time.monotonic() < deadline, (status, log_tail())
+        time.sleep(0.2)
+
+
+def test_ctrl_c_mid_job_hands_it_back_exits_0_and_the_next_start_runs_it(tmp_path, three_minutes):
+    port = free_port()
+    proc = start_serve(tmp_path, port, HUEY_SHUTDOWN_TIMEOUT="1")
+    with open(three_minutes, "rb") as fh:
+        job = requests.post(f"http://127.0.0.1:{port}/transcribe", files={"file": fh}, timeout=60,
+                            data={"language": "en", "model": "base", "wait": "false"}).json()
+    _wait_decoding(tmp_path, job["job_id"], proc.log_tail)
+
+    interrupt(proc)
+    assert proc.wait(timeout=240) == 0, proc.log_tail()
+    out = proc.output()
+    assert "Traceback" not in out and "terminate called" not in out, out[-3000:]
+    assert "1 running job handed back to the queue" in out and "web server stopped" in out, out[-3000:]
+    status, attempts, _ = _row(tmp_path, job["job_id"])
+    assert (status, attempts) == ("queued", 0)  # back in the queue, the interrupted attempt refunded
+
+    again = start_serve(tmp_path, port)
+    try:
+        deadline = time.monotonic() + 600
+        while _row(tmp_path, job["job_id"])[0] != "done":
+            assert time.monotonic() < deadline and _row(tmp_path, job["job_id"])[0] in ("queued", "running"), \
+                again.log_tail()
+            time.sleep(0.5)
+        assert _row(tmp_path, job["job_id"])[1] == 1
+    finally:
+        interrupt(again)
+        assert again.wait(timeout=240) == 0, again.log_tail()
+    assert "no job was running" in again.output()
+
+
+def test_run_huey_alone_stopped_by_ctrl_c_mid_job_hands_it_back_and_exits_0(tmp_path, three_minutes):
+    env = deployment_env(tmp_path, HUEY_SHUTDOWN_TIMEOUT="1")
+    manage = [sys.executable, str(REPO / "manage.py")]
+    subprocess.run([*manage, "migrate", "-v0"], env=env, check=True, cwd=REPO)
+    create = ("from django.core.files import File; from transcription import services;"
+              " from transcription.schemas import TranscribeOptions;"
+              f" fh = open({str(three_minutes)!r}, 'rb');"
+              " print(services.create_job(File(fh, name='long.flac'),"
+              " TranscribeOptions(language='en', model='base')).id)")
+    job_id = subprocess.run([*manage, "shell", "-c", create], env=env, cwd=REPO, check=True,
+                            capture_output=True, text=True).stdout.strip().splitlines()[-1]
+    log_path = tmp_path / "worker.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([*manage, "run_huey"], env=env, cwd=REPO, start_new_session=True,
+                                stdout=log, stderr=subprocess.STDOUT)
+    tail = lambda: log_path.read_text(errors="replace")[-3000:]  # noqa: E731
+    try:
+        _wait_decoding(tmp_path, job_id, tail)
+        os.killpg(proc.pid, signal.SIGINT)
+        assert proc.wait(timeout=240) == 0, tail()  # it died with 134 (abort) mid-inference before
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert "terminate called" not in tail() and "Traceback" not in tail(), tail()
+    assert "1 running job handed back to the queue" in tail()
+    assert _row(tmp_path, job_id)[:2] == ("queued", 0)

@@ -172,6 +172,9 @@ def transcribe(request: HttpRequest, file: UploadedFile = File(...),
     job = services.create_job(file, options)
     if options.wait:
         job = services.wait_for(job, settings.TRANSCRIBE_WAIT_SECONDS)
+    if job.status == Job.Status.QUEUED and not services.workers_available():
+        return Status(202, {"job_id": job.id, "status": job.status, "url": _url(request, f"/job/{job.id}"),
+                            "detail": services.NO_WORKER})
     if job.status == Job.Status.DONE:
         return Status(200, job.result)
     if job.status == Job.Status.FAILED:
@@ -258,7 +261,8 @@ def models(request: HttpRequest):
     return services.models_listing()
 
 
-@api.get("/health", auth=None, summary="Database, queue, FFmpeg, engine and models, each checked")
+@api.get("/health", auth=None, summary="Database, queue, workers, FFmpeg, engine and models, each checked;"
+        " 503 'degraded' when no worker is running, 503 'error' when something else fails")
 def health(request: HttpRequest):
     report = services.health()
     return api.create_response(request, report, status=200 if report["status"] == "ok" else 503)

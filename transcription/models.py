@@ -209,3 +209,47 @@ class Job(models.Model):
     def should_stop(self) -> bool:
         """Whether the worker should drop this job: cancelled, deleted, or handed to another."""
         return not Job.objects.filter(pk=self.pk, status=JobStatus.RUNNING, worker=self.worker).exists()
+
+
+class WorkerQuerySet(models.QuerySet):
+    def alive(self) -> "WorkerQuerySet":
+        """Workers whose last heartbeat is recent enough that they are taking jobs."""
+        return self.filter(seen_at__gte=timezone.now() - Worker.stale_after())
+
+
+class Worker(models.Model):
+    """One running queue consumer (`manage.py run_huey`), as it last announced itself.
+
+    A consumer writes its row when it starts, refreshes `seen_at` every JOB_HEARTBEAT_SECONDS and
+    removes the row when it stops; a row that stopped beating belongs to a consumer that died."""
+
+    name = models.CharField(_("name"), max_length=100, unique=True, help_text=_("host:pid"))
+    host = models.CharField(_("host"), max_length=100)
+    pid = models.PositiveIntegerField(_("process id"))
+    threads = models.PositiveSmallIntegerField(_("worker threads"), default=1)
+    queue = models.CharField(_("queue"), max_length=100, blank=True)
+    started_at = models.DateTimeField(_("started at"), default=timezone.now)
+    seen_at = models.DateTimeField(_("last seen at"), default=timezone.now, db_index=True)
+
+    objects = WorkerQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["host", "pid"]
+        verbose_name = _("worker")
+        verbose_name_plural = _("workers")
+
+    def __str__(self) -> str:
+        return self.name
+
+    @staticmethod
+    def stale_after():
+        """Three missed heartbeats: the consumer is gone (killed, machine lost, or hung)."""
+        from datetime import timedelta
+
+        from django.conf import settings
+
+        return timedelta(seconds=3 * settings.JOB_HEARTBEAT_SECONDS)
+
+    @property
+    def is_alive(self) -> bool:
+        return self.seen_at >= timezone.now() - self.stale_after()

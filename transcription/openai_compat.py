@@ -58,6 +58,9 @@ def _run(request: HttpRequest, file: UploadedFile, task: str, form, language: st
     if granularities and form.response_format != "verbose_json":
         raise services.ServiceError(
             400, "timestamp_granularities[] needs response_format=verbose_json", "timestamp_granularities[]")
+    if not services.workers_available():  # OpenAI's API has no "accepted, ask later": refuse first
+        raise services.ServiceError(503, "No worker is running to transcribe the file; start one"
+                                         " (python manage.py run_huey, or make run) and try again")
     options = TranscribeOptions(
         language=language or "auto",
         task=task,

@@ -156,6 +156,7 @@ class JobAccepted(Schema):
     job_id: UUID
     status: str
     url: str
+    detail: str | None = Field(None, description="Why the answer did not wait, when it says so.")
 
 
 class JobOut(Schema):

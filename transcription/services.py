@@ -25,7 +25,7 @@ from django.utils import timezone
 from . import audio, engines, formats, modelstore
 from .engines import Cancelled, DecodeOptions, EngineUnavailable, Transcript
 from .languages import AUTO
-from .models import Batch, Job, TransitionError, Upload
+from .models import Batch, Job, TransitionError, Upload, Worker
 from .schemas import TranscribeOptions, parse_suppress_tokens, parse_temperature
 from .uploads import check_extension, safe_name
 
@@ -328,6 +328,8 @@ class _Progress:
         self.last_percent = -1.0
 
     def __call__(self, fraction: float) -> None:
+        if _stopping.is_set():  # the worker is shutting down: hand the job back at this boundary
+            raise HandBack()
         now = time.monotonic()
         percent = round(99.0 * max(0.0, min(1.0, fraction)), 1)  # 100 only when the result exists
         if now - self.last_write < self.min_interval and percent - self.last_percent < 5:
@@ -339,8 +341,23 @@ class _Progress:
         self.job.set_progress(percent)
 
 
+class HandBack(Exception):
+    """Raised at a checkpoint of a running job when its worker is shutting down."""
+
+
+# Set when this process stops taking work (stop_running_jobs): each running job gives itself
+# back to the queue at its next checkpoint instead of being cut off mid-inference.
+_stopping = threading.Event()
+_running: set[str] = set()
+_running_changed = threading.Condition()
+_handed_back = 0  # jobs this process gave back to the queue while stopping
+
+
 def run_job(job_id: str) -> None:
     """Convert, transcribe and store one queued job. Safe to call twice: only one run wins."""
+    if _stopping.is_set():  # taken from the queue as the worker stops: leave it there
+        _enqueue_quietly(job_id)
+        return
     try:
         job = Job.objects.select_related("upload").get(pk=job_id)
     except Job.DoesNotExist:
@@ -351,6 +368,17 @@ def run_job(job_id: str) -> None:
     except TransitionError as exc:
         log.info("job=%s event=skipped reason=%r", job_id, str(exc))
         return
+    with _running_changed:
+        _running.add(job_id)
+    try:
+        _run_started(job)
+    finally:
+        with _running_changed:
+            _running.discard(job_id)
+            _running_changed.notify_all()
+
+
+def _run_started(job: Job) -> None:
     log.info("job=%s event=started model=%s engine=%s worker=%s attempt=%d", job.id, job.model,
              job.engine, job.worker, job.attempts)
     work = Path(tempfile.mkdtemp(prefix=f"job-{job.id}-", dir=settings.FILE_UPLOAD_TEMP_DIR))
@@ -358,6 +386,8 @@ def run_job(job_id: str) -> None:
     heartbeat = _Heartbeat(job)
     try:
         _transcribe(job, work)
+    except HandBack:
+        _hand_back(job)
     except Cancelled:
         log.info("job=%s event=cancelled seconds=%.2f", job.id, time.monotonic() - began)
     except audio.AudioError as exc:
@@ -373,6 +403,60 @@ def run_job(job_id: str) -> None:
 
 def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class WorkerPresence:
+    """This consumer's row in the Worker table, refreshed by a side thread while it runs, so that
+    /health, the admin and a synchronous request know whether any worker will take a job."""
+
+    def __init__(self, threads: int, queue: str) -> None:
+        self.name = worker_id()
+        self.threads = threads
+        self.queue = queue
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="worker-heartbeat", daemon=True)
+
+    def __enter__(self) -> "WorkerPresence":
+        self.beat()
+        self._thread.start()
+        log.info("event=worker_started worker=%s threads=%d queue=%s", self.name, self.threads, self.queue)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        try:
+            Worker.objects.filter(name=self.name).delete()
+        except Exception:  # the database is gone: the row goes stale, which says the same
+            log.warning("event=worker_row_not_removed worker=%s", self.name, exc_info=True)
+        finally:
+            connection.close()
+
+    def beat(self) -> None:
+        host, _, pid = self.name.rpartition(":")
+        Worker.objects.update_or_create(name=self.name, defaults={
+            "host": host[:100], "pid": int(pid), "threads": self.threads, "queue": self.queue[:100],
+            "seen_at": timezone.now()})
+
+    def _run(self) -> None:
+        while not self._stop.wait(settings.JOB_HEARTBEAT_SECONDS):
+            try:
+                self.beat()
+            except Exception:  # a missed beat is not fatal; three in a row make the worker look gone
+                log.warning("event=worker_heartbeat_failed worker=%s", self.name, exc_info=True)
+            finally:
+                connection.close()
+
+
+def workers_available() -> bool:
+    """Whether a job put in the queue now will be taken: a live consumer, or tasks run in-process."""
+    from huey.contrib.djhuey import HUEY
+
+    return HUEY.immediate or Worker.objects.alive().exists()
+
+
+NO_WORKER = ("no worker is running, so the job waits in the queue until one starts"
+             " (python manage.py run_huey, or make run)")
 
 
 class _Heartbeat:
@@ -467,17 +551,44 @@ def _remove_orphan_workdirs() -> None:
             log.info("job=%s event=workdir_removed path=%s", job_id, path)
 
 
-def requeue_own_jobs() -> int:
-    """At worker shutdown: hand this process's running jobs back to the queue, attempt refunded."""
+def _hand_back(job: Job) -> bool:
+    """Give a job this process runs back to the queue, the interrupted attempt refunded."""
     me = worker_id()
-    count = 0
-    for job in Job.objects.filter(status=Job.Status.RUNNING, worker=me):
-        with transaction.atomic():
-            if job.requeue(worker=me, refund=True):
-                transaction.on_commit(lambda job=job: _enqueue(job))
-                count += 1
-                log.warning("job=%s event=requeued reason=worker_shutdown worker=%s", job.id, me)
-    return count
+    with transaction.atomic():
+        if not job.requeue(worker=me, refund=True):
+            return False
+        transaction.on_commit(lambda: _enqueue(job))
+    global _handed_back
+    with _running_changed:
+        _handed_back += 1
+    log.warning("job=%s event=requeued reason=worker_shutdown worker=%s", job.id, me)
+    return True
+
+
+def _enqueue_quietly(job_id: str) -> None:
+    try:
+        job = Job.objects.get(pk=job_id, status=Job.Status.QUEUED)
+        _enqueue(job)
+    except (Job.DoesNotExist, ServiceError):
+        pass  # gone, started elsewhere, or the queue is down (the reaper enqueues it later)
+
+
+def stop_running_jobs(timeout: float) -> int:
+    """At worker shutdown: every job this process runs gives itself back to the queue at its next
+    checkpoint (each window of audio decoded); wait up to `timeout` seconds for them, so that no
+    inference is cut off mid-call when the process exits. A job still running at the deadline is
+    handed back here. Returns how many jobs went back to the queue."""
+    before = _handed_back
+    _stopping.set()
+    deadline = time.monotonic() + timeout
+    with _running_changed:
+        while _running and time.monotonic() < deadline:
+            _running_changed.wait(min(1.0, max(0.0, deadline - time.monotonic())))
+    for job in Job.objects.filter(status=Job.Status.RUNNING, worker=worker_id()):
+        _hand_back(job)
+    return _handed_back - before
+
+
 
 
 def _fail(job: Job, reason: str, code: str) -> None:
@@ -624,13 +735,22 @@ def _write_results(job: Job, result: dict) -> tuple[str, str]:
 
 
 def wait_for(job: Job, timeout: float, poll: float = 0.2) -> Job:
-    """Block until the job reaches a final state or `timeout` seconds pass; returns it fresh."""
+    """Block until the job reaches a final state or `timeout` seconds pass; returns it fresh.
+
+    Returns early while the job is queued and no worker is alive to take it: a thread held for
+    an hour for a job nobody runs helps no one."""
     deadline = time.monotonic() + timeout
+    next_worker_check = 0.0
     while True:
         job.refresh_from_db()
-        if job.is_final or time.monotonic() >= deadline:
+        now = time.monotonic()
+        if job.is_final or now >= deadline:
             return job
-        time.sleep(min(poll, max(0.0, deadline - time.monotonic())))
+        if job.status == Job.Status.QUEUED and now >= next_worker_check:
+            if not workers_available():
+                return job
+            next_worker_check = now + settings.JOB_HEARTBEAT_SECONDS
+        time.sleep(min(poll, max(0.0, deadline - now)))
         poll = min(poll * 1.5, 1.0)
 
 
@@ -764,6 +884,8 @@ def health() -> dict:
     def check(name: str, fn) -> None:
         try:
             checks[name] = {"ok": True, **(fn() or {})}
+        except NoWorker as exc:
+            checks[name] = {"ok": False, "error": str(exc), "alive": 0, "workers": []}
         except Exception as exc:  # report, never raise: this is the page that says what is broken
             checks[name] = {"ok": False, "error": f"{type(exc).__name__}: {str(exc)[:200]}"}
 
@@ -795,11 +917,34 @@ def health() -> dict:
             raise RuntimeError("no model installed; run: python manage.py install_model base")
         return {"installed": installed, "default": modelstore.default_model()}
 
-    for name, fn in (("database", database), ("queue", queue), ("ffmpeg", ffmpeg),
+    def workers():
+        from huey.contrib.djhuey import HUEY
+
+        if HUEY.immediate:
+            return {"alive": 0, "immediate": True, "workers": []}
+        alive = list(Worker.objects.alive())
+        if not alive:
+            raise NoWorker(NO_WORKER)
+        running = {}
+        for job_id, name in Job.objects.filter(status=Job.Status.RUNNING).values_list("pk", "worker"):
+            running.setdefault(name, []).append(str(job_id))
+        now = timezone.now()
+        return {"alive": len(alive), "workers": [
+            {"name": w.name, "threads": w.threads, "queue": w.queue, "started_at": w.started_at.isoformat(),
+             "seen_seconds_ago": round((now - w.seen_at).total_seconds(), 1),
+             "running_jobs": running.get(w.name, [])} for w in alive]}
+
+    for name, fn in (("database", database), ("queue", queue), ("workers", workers), ("ffmpeg", ffmpeg),
                      ("engine", engine), ("models", models)):
         check(name, fn)
-    ok = all(c["ok"] for c in checks.values())
-    return {"status": "ok" if ok else "error", "checks": checks}
+    failed = [name for name, c in checks.items() if not c["ok"]]
+    # Without a worker the service still takes jobs (they wait): degraded, not down.
+    status = "ok" if not failed else "degraded" if failed == ["workers"] else "error"
+    return {"status": status, "checks": checks}
+
+
+class NoWorker(RuntimeError):
+    """No queue consumer has announced itself recently."""
 
 
 def models_listing() -> dict:

@@ -1,5 +1,4 @@
 """Huey tasks: thin, carrying only ids, calling services."""
-import atexit
 import logging
 import os
 from pathlib import Path
@@ -40,9 +39,7 @@ def _consumer_started() -> None:
     counts = services.reap_stale_jobs()
     log.info("event=consumer_started worker=%s requeued=%d failed=%d reenqueued=%d", services.worker_id(),
              counts["requeued"], counts["failed"], counts["reenqueued"])
-    # A consumer that stops (SIGTERM, or a graceful stop past its timeout) hands its running jobs
-    # back instead of leaving them 'running' until the reaper notices. SIGKILL is the reaper's.
-    atexit.register(_hand_back_jobs)
+    # Stopping (Ctrl-C, SIGTERM) hands running jobs back: see management/commands/run_huey.py.
 
 
 def _lower_priority(nice: int) -> None:
@@ -59,12 +56,3 @@ def _lower_priority(nice: int) -> None:
                 os.setpriority(os.PRIO_PROCESS, tid, nice)
         except OSError as exc:  # a thread that just ended; or not allowed: not fatal either way
             log.debug("event=priority_unchanged thread=%d reason=%r", tid, str(exc))
-
-
-def _hand_back_jobs() -> None:
-    try:
-        count = services.requeue_own_jobs()
-        if count:
-            log.warning("event=consumer_stopped requeued=%d", count)
-    except Exception:
-        log.exception("event=consumer_stopped requeue_failed")

@@ -1,11 +1,31 @@
-"""manage.py serve: the web server and one Huey consumer together; Ctrl-C stops both."""
+"""manage.py serve: the web server and one Huey consumer together; Ctrl-C stops both cleanly.
+
+Each child runs in its own process group, so a terminal's Ctrl-C reaches this command alone and
+each child is told once (runserver, told twice, printed chained tracebacks). The worker is given
+its whole shutdown time (HUEY_SHUTDOWN_TIMEOUT, then the hand-back of running jobs) instead of
+being killed while it hands jobs back. A second Ctrl-C tells the worker not to wait for running
+jobs; a third kills what is left."""
 import os
 import signal
 import subprocess
 import sys
 import time
 
+from django.conf import settings
 from django.core.management.base import BaseCommand
+
+from transcription.management.commands.run_huey import HAND_BACK_SECONDS
+
+
+def _child_setup() -> None:
+    """In each child before it runs: default SIGINT (a shell's background job starts with it
+    ignored), and on Linux a SIGTERM when this command dies, so no child outlives it."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 class Command(BaseCommand):
@@ -17,36 +37,58 @@ class Command(BaseCommand):
 
     def handle(self, addrport, workers, **_):
         manage = [sys.executable, os.path.abspath(sys.argv[0])]
-        # A shell's background job starts with SIGINT ignored; children must still obey Ctrl-C.
-        default_sigint = lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)  # noqa: E731
-        children = [
-            subprocess.Popen([*manage, "run_huey", "--workers", str(workers)], preexec_fn=default_sigint),
-            subprocess.Popen([*manage, "runserver", addrport, "--noreload"], preexec_fn=default_sigint),
-        ]
+        start = dict(preexec_fn=_child_setup, process_group=0)
+        worker = subprocess.Popen([*manage, "run_huey", "--workers", str(workers)], **start)
+        web = subprocess.Popen([*manage, "runserver", addrport, "--noreload"], **start)
         self.stdout.write(f"web on http://{addrport}/ (API docs at /docs), worker started; Ctrl-C stops both")
+        self.stdout.flush()
 
-        def stop(*_args):
-            for child in children:
-                if child.poll() is None:
-                    child.send_signal(signal.SIGINT)
-
-        def interrupt(*_args):
-            raise KeyboardInterrupt
-
-        signal.signal(signal.SIGTERM, interrupt)
-        signal.signal(signal.SIGINT, interrupt)
-        try:
-            while all(child.poll() is None for child in children):
-                time.sleep(0.5)
-        except KeyboardInterrupt:
-            pass
-        finally:
-            stop()
-            for child in children:
-                try:
-                    child.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    child.kill()
-        codes = [child.returncode for child in children]
-        if any(code not in (0, -signal.SIGINT, None) for code in codes):
+        signals = []
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, lambda n, _frame: signals.append(n))
+        while not signals and worker.poll() is None and web.poll() is None:
+            time.sleep(0.2)
+        self._stop(web, worker, signals)
+        codes = {"web server": web.returncode, "worker": worker.returncode}
+        failed = {name: code for name, code in codes.items() if code not in (0, None)}
+        if failed:
+            self.stderr.write("stopped with errors: " + ", ".join(f"{n} exit status {c}" for n, c in failed.items()))
             sys.exit(1)
+        self.stdout.write("stopped")
+
+    def _stop(self, web: subprocess.Popen, worker: subprocess.Popen, signals: list) -> None:
+        if web.poll() is None:
+            web.send_signal(signal.SIGINT)
+        if worker.poll() is None:
+            # SIGINT: the worker lets running jobs finish for HUEY_SHUTDOWN_TIMEOUT; SIGTERM (from a
+            # service manager, or a closed terminal) hands them back without waiting.
+            polite = not signals or signals[0] == signal.SIGINT
+            worker.send_signal(signal.SIGINT if polite else signal.SIGTERM)
+            if polite:
+                wait = settings.HUEY["consumer"].get("shutdown_timeout") or 0
+                self.stdout.write(f"stopping: a running job may finish for up to {wait:.0f} s, then it goes"
+                                  " back to the queue (Ctrl-C again: hand it back now)")
+                self.stdout.flush()
+        try:
+            web.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            web.kill()
+            web.wait()
+        self.stdout.write("web server stopped")
+        self.stdout.flush()
+        shutdown = float(settings.HUEY["consumer"].get("shutdown_timeout") or 0)
+        deadline = time.monotonic() + shutdown + HAND_BACK_SECONDS + 15
+        seen = len(signals)
+        while worker.poll() is None:
+            if len(signals) > seen:  # asked again: stop waiting for running jobs
+                seen = len(signals)
+                if seen >= 3:
+                    break
+                worker.send_signal(signal.SIGINT)
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        if worker.poll() is None:
+            self.stderr.write("the worker did not stop in time; killed it (the reaper requeues its job)")
+            worker.kill()
+            worker.wait()

@@ -1,0 +1,103 @@
+"""Workers announce themselves: /health, a synchronous request and the OpenAI routes tell the truth
+when no consumer is running, over real HTTP against a web process with and without a real worker."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import requests
+
+from tests.conftest import REPO, deployment_env
+from tests.processes import free_port, wait_up
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def web_only(tmp_path):
+    """`manage.py runserver` with its own DATA_DIR and no worker; yields (base URL, env). Heartbeats
+    every second, so a worker is counted gone 3 s after its last one."""
+    env = deployment_env(tmp_path, JOB_HEARTBEAT_SECONDS="1")
+    subprocess.run([sys.executable, str(REPO / "manage.py"), "migrate", "-v0"], env=env, check=True)
+    port = free_port()
+    with open(tmp_path / "web.log", "wb") as log:
+        proc = subprocess.Popen([sys.executable, str(REPO / "manage.py"), "runserver", f"127.0.0.1:{port}",
+                                 "--noreload"], env=env, cwd=REPO, start_new_session=True, stdout=log,
+                                stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_up(f"{base}/health", healthy=False)
+        yield base, env
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def _start_worker(env, log_path) -> subprocess.Popen:
+    with open(log_path, "wb") as log:
+        return subprocess.Popen([sys.executable, str(REPO / "manage.py"), "run_huey"], env=env, cwd=REPO,
+                                start_new_session=True, stdout=log, stderr=subprocess.STDOUT)
+
+
+def _health_until(base: str, status: str, timeout: float = 60) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        answer = requests.get(f"{base}/health", timeout=30)
+        body = answer.json()
+        if body["status"] == status:
+            return answer
+        assert time.monotonic() < deadline, body
+        time.sleep(0.2)
+
+
+def test_without_a_worker_health_is_degraded_and_requests_do_not_hang(web_only, clips, tmp_path):
+    base, env = web_only
+    health = requests.get(f"{base}/health", timeout=30)
+    assert health.status_code == 503 and health.json()["status"] == "degraded"
+    workers = health.json()["checks"]["workers"]
+    assert workers["ok"] is False and workers["alive"] == 0 and "no worker is running" in workers["error"]
+    assert all(check["ok"] for name, check in health.json()["checks"].items() if name != "workers")
+
+    # The synchronous answer (wait=true is the default) comes at once, as 202 with the job's URL.
+    with open(clips["flac"], "rb") as fh:
+        answer = requests.post(f"{base}/transcribe", files={"file": fh}, data={"language": "en"}, timeout=60)
+    assert answer.status_code == 202, answer.text
+    assert "no worker is running" in answer.json()["detail"]
+    job_url = answer.json()["url"]
+    assert requests.get(job_url, timeout=30).json()["status"] == "queued"
+
+    # OpenAI's protocol has no "accepted": refused before any job is made.
+    with open(clips["flac"], "rb") as fh:
+        openai = requests.post(f"{base}/v1/audio/transcriptions", files={"file": fh}, data={"model": "whisper-1"},
+                               timeout=60)
+    assert openai.status_code == 503 and "No worker is running" in openai.json()["error"]["message"]
+
+    # A worker starts: health turns ok, names it, and the waiting job runs.
+    worker = _start_worker(env, tmp_path / "worker.log")
+    try:
+        health = _health_until(base, "ok")
+        names = [w["name"] for w in health.json()["checks"]["workers"]["workers"]]
+        assert names == [f"{os.uname().nodename}:{worker.pid}"]
+        deadline = time.monotonic() + 300
+        while (job := requests.get(job_url, timeout=30).json())["status"] != "done":
+            assert job["status"] in ("queued", "running") and time.monotonic() < deadline, job
+            time.sleep(0.3)
+    finally:
+        os.killpg(worker.pid, signal.SIGINT)
+        assert worker.wait(timeout=120) == 0
+    # A stopped worker takes its row with it: no minute of false "ok".
+    assert requests.get(f"{base}/health", timeout=30).json()["status"] == "degraded"
+
+
+def test_a_killed_worker_stops_counting_after_three_missed_heartbeats(web_only, tmp_path):
+    base, env = web_only
+    worker = _start_worker(env, tmp_path / "worker.log")
+    try:
+        _health_until(base, "ok")
+    finally:
+        os.killpg(worker.pid, signal.SIGKILL)  # no chance to say goodbye
+        worker.wait()
+    body = _health_until(base, "degraded", timeout=60).json()
+    assert body["checks"]["workers"]["alive"] == 0
