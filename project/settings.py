@@ -4,6 +4,7 @@ import secrets
 from pathlib import Path
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -141,6 +142,22 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = 1024 * 1024  # form fields other than files
 MODELS_DIR = Path(os.getenv("MODELS_DIR", BASE_DIR / "models"))
 WHISPER_ENGINE = os.getenv("WHISPER_ENGINE", "auto")
 WHISPER_DEFAULT_MODEL = os.getenv("WHISPER_DEFAULT_MODEL", "")
+
+
+def _language(name: str, default: str) -> str:
+    """A Whisper language code (or 'auto') from the environment; a bad value stops the start."""
+    from transcription.languages import normalise_language  # plain tables: no app, no model
+
+    value = os.getenv(name, default)
+    try:
+        return normalise_language(value)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{name}={value!r}: {exc}") from None
+
+
+# The language the REST API, the upload form and the CLI assume when none is given (the
+# specification's default is Russian); 'auto' detects it. /v1 keeps OpenAI's rule: detect.
+WHISPER_DEFAULT_LANGUAGE = _language("WHISPER_DEFAULT_LANGUAGE", "ru")
 WHISPER_CPU_THREADS = int(os.getenv("WHISPER_CPU_THREADS", "0"))
 FFMPEG_BINARY = os.getenv("FFMPEG_BINARY", "")
 # Longest audio accepted (seconds; 0: no limit). Decoded, a second is 64 KB of temporary samples,

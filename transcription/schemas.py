@@ -5,6 +5,7 @@ from datetime import datetime
 from typing import Any, Literal
 from uuid import UUID
 
+from django.conf import settings
 from ninja import Schema
 from ninja.schema import DjangoGetter
 from pydantic import Field, field_validator, model_validator
@@ -21,7 +22,12 @@ def _finite(default: Any, **limits: Any) -> Any:
 class TranscribeOptions(Schema):
     """Every option of POST /transcribe, with the specification's defaults."""
 
-    language: str = Field("ru", description="ISO-639-1 code or English name; 'auto' detects it.")
+    language: str = Field(
+        default_factory=lambda: settings.WHISPER_DEFAULT_LANGUAGE,
+        json_schema_extra={"default": settings.WHISPER_DEFAULT_LANGUAGE},
+        description="ISO-639-1 code or English name; 'auto' detects it. Default: WHISPER_DEFAULT_LANGUAGE"
+        " (the specification's 'ru' unless configured).",
+    )
     task: Literal["transcribe", "translate"] = "transcribe"
     model: str | None = Field(
         None, description="Model name (see GET /models). Default: WHISPER_DEFAULT_MODEL, else"

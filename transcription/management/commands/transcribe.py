@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import pydantic
+from django.conf import settings
 from django.core.files import File
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
@@ -34,7 +35,9 @@ class Command(BaseCommand):
         parser.add_argument("files", nargs="+", type=Path)
         parser.add_argument("--model", default=None, help="default: the service's default model")
         parser.add_argument("--engine", default=None, choices=["auto", "mlx", "ctranslate2"])
-        parser.add_argument("--language", default="auto", help="code, name or auto (default: auto)")
+        parser.add_argument("--language", default=settings.WHISPER_DEFAULT_LANGUAGE,
+                            help="code, name or auto (default: WHISPER_DEFAULT_LANGUAGE,"
+                                 f" here {settings.WHISPER_DEFAULT_LANGUAGE})")
         parser.add_argument("--task", default="transcribe", choices=["transcribe", "translate"])
         parser.add_argument("--format", default="txt",
                             help=f"comma-separated: {', '.join(formats.WRITERS)} (default: txt)")
