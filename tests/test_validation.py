@@ -169,3 +169,69 @@ def test_a_stored_upload_gets_file_upload_permissions_not_the_temp_files_0600(po
     upload = Upload.objects.get()
     mode = os.stat(os.path.join(settings.MEDIA_ROOT, upload.stored_path)).st_mode & 0o777
     assert mode == settings.FILE_UPLOAD_PERMISSIONS == 0o640
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("setting", ["en", "auto"])
+def test_the_default_language_is_one_setting_for_the_api_and_the_command_line(post, settings, setting):
+    from transcription.management.commands.transcribe import Command
+
+    settings.WHISPER_DEFAULT_LANGUAGE = setting
+    resp = post(wait="false")  # no language field
+    assert resp.status_code == 202, resp.content
+    assert Job.objects.get(pk=resp.json()["job_id"]).options["language"] == setting
+    args = Command().create_parser("manage.py", "transcribe").parse_args(["talk.mp3"])
+    assert args.language == setting
+
+
+def test_a_bad_default_language_stops_the_start_with_a_message():
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "project.settings", "WHISPER_DEFAULT_LANGUAGE": "klingon"}
+    out = subprocess.run([sys.executable, str(REPO / "manage.py"), "check"], env=env, capture_output=True,
+                         text=True, cwd=REPO)
+    assert out.returncode != 0 and "WHISPER_DEFAULT_LANGUAGE='klingon'" in out.stderr
+
+
+@pytest.mark.django_db
+def test_cancelling_twice_says_the_job_was_already_cancelled(post):
+    job_id = post(language="en", wait="false").json()["job_id"]
+    from django.test import Client
+
+    assert Client().post(f"/job/{job_id}/cancel").status_code == 200
+    again = Client().post(f"/job/{job_id}/cancel")
+    assert again.status_code == 409 and again.json()["detail"] == f"job {job_id} was already cancelled"
+
+
+@pytest.mark.django_db
+def test_a_batch_with_a_text_file_names_the_file_and_the_field(client, clips):
+    files = [SimpleUploadedFile("talk.wav", clips["wav"].read_bytes()), SimpleUploadedFile("notes.txt", b"hello")]
+    resp = client.post("/transcribe/batch", data={"files": files, "language": "en"})
+    assert resp.status_code == 415
+    answer = body(resp)
+    assert answer["field"] == "files" and answer["detail"].startswith("notes.txt: ")
+    assert Job.objects.count() == 0 and Upload.objects.count() == 0
+
+
+def test_a_file_name_of_thousands_of_characters_gets_a_message_about_the_name(live_server, clips):
+    import requests
+
+    # Over real HTTP: Django's test client cuts names to 255 characters before sending them.
+    with open(clips["wav"], "rb") as fh:
+        resp = requests.post(f"{live_server.url}/transcribe", files={"file": ("ж" * 4996 + ".wav", fh)},
+                             data={"language": "en"}, timeout=60)
+    assert resp.status_code == 400
+    answer = resp.json()
+    assert answer["field"] == "file" and "file name" in answer["detail"] and "header size" not in answer["detail"]
+    assert Upload.objects.count() == 0
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("path", ["/job/not-a-uuid", "/job/not-a-uuid/result", "/batch/12345"])
+def test_an_id_that_is_not_a_uuid_is_404_like_any_unknown_id(client, path):
+    resp = client.get(path)
+    assert resp.status_code == 404 and "no " in resp.json()["detail"]
+    assert client.post("/job/not-a-uuid/cancel").status_code == 404

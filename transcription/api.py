@@ -62,7 +62,7 @@ def _service_error(request: HttpRequest, exc: services.ServiceError):
 
 @api.exception_handler(UploadRejected)
 def _upload_rejected(request: HttpRequest, exc: UploadRejected):
-    return _body_refused(request, error_response(request, exc.status, exc.message, "file"))
+    return _body_refused(request, error_response(request, exc.status, exc.message, exc.field))
 
 
 def _body_refused(request: HttpRequest, answer: HttpResponse) -> StreamingHttpResponse:
@@ -121,7 +121,11 @@ def _unexpected(request: HttpRequest, exc: Exception):
     # Bodies Django refuses while parsing them: the rest is not read either.
     if isinstance(exc, MultiPartParserError):
         discard_partial_uploads(request)
-        return _body_refused(request, error_response(request, 400, f"malformed multipart/form-data body: {exc}"))
+        message = f"malformed multipart/form-data body: {exc}"
+        if "header size" in str(exc):  # Django allows 1 KB of headers per form part
+            message = ("a part of the form has more than 1 KB of headers, almost always a file name"
+                       " far too long: rename the file (names up to 255 characters are fine)")
+        return _body_refused(request, error_response(request, 400, message, "file"))
     if isinstance(exc, RequestDataTooBig):
         return _body_refused(request, error_response(
             request, 413, f"form fields are larger than {settings.DATA_UPLOAD_MAX_MEMORY_SIZE // 1024} KB in"
@@ -146,8 +150,17 @@ def _url(request: HttpRequest, path: str) -> str:
     return request.build_absolute_uri(path)
 
 
-def _job(job_id: UUID) -> Job:
-    job = Job.objects.select_related("upload").filter(pk=job_id).first()
+def _uuid(value: str, kind: str) -> UUID:
+    """A path's id; anything that is not one names no job (404, as an unknown id), not a bad request."""
+    try:
+        return UUID(value)
+    except ValueError:
+        raise services.ServiceError(404, f"no {kind} with id {value[:100]!r} (ids look like"
+                                         " 3f0c9a52-6c1e-4d7e-9a0b-2f1d5c7e8a90)") from None
+
+
+def _job(job_id: str) -> Job:
+    job = Job.objects.select_related("upload").filter(pk=_uuid(job_id, "job")).first()
     if job is None:
         raise services.ServiceError(404, f"no job with id {job_id}")
     return job
@@ -200,15 +213,15 @@ def transcribe_batch(request: HttpRequest, files: list[UploadedFile] = File(...)
 
 
 @api.get("/batch/{batch_id}", response={200: BatchOut, **ERRORS}, summary="A batch's jobs, aggregated")
-def batch_status(request: HttpRequest, batch_id: UUID):
-    batch = Batch.objects.filter(pk=batch_id).first()
+def batch_status(request: HttpRequest, batch_id: str):
+    batch = Batch.objects.filter(pk=_uuid(batch_id, "batch")).first()
     if batch is None:
         raise services.ServiceError(404, f"no batch with id {batch_id}")
     return services.batch_summary(batch)
 
 
 @api.get("/job/{job_id}", response={200: JobOut, **ERRORS}, summary="A job's status and result")
-def job_status(request: HttpRequest, job_id: UUID):
+def job_status(request: HttpRequest, job_id: str):
     job = _job(job_id)
     return {
         "job_id": job.id,
@@ -232,7 +245,7 @@ def job_status(request: HttpRequest, job_id: UUID):
 
 
 @api.post("/job/{job_id}/cancel", response={200: JobAccepted, **ERRORS}, summary="Cancel a queued or running job")
-def job_cancel(request: HttpRequest, job_id: UUID):
+def job_cancel(request: HttpRequest, job_id: str):
     job = services.cancel(_job(job_id))
     return {"job_id": job.id, "status": job.status, "url": _url(request, f"/job/{job.id}")}
 
@@ -247,7 +260,7 @@ class ResultQuery(Schema):
 
 @api.get("/job/{job_id}/result", response={200: None, **ERRORS},
          summary="A finished job's result as a file: txt, srt, vtt, tsv or json")
-def job_result(request: HttpRequest, job_id: UUID, query: Query[ResultQuery]):
+def job_result(request: HttpRequest, job_id: str, query: Query[ResultQuery]):
     subtitles = formats.SubtitleOptions(query.max_line_width, query.max_line_count, query.highlight_words,
                                         query.max_words_per_line)
     body, content_type, filename = services.result_file(_job(job_id), query.format, subtitles)

@@ -27,7 +27,7 @@ from .engines import Cancelled, DecodeOptions, EngineUnavailable, Transcript
 from .languages import AUTO
 from .models import Batch, Job, TransitionError, Upload, Worker
 from .schemas import TranscribeOptions, parse_suppress_tokens, parse_temperature
-from .uploads import check_extension, safe_name
+from .uploads import check_extension, safe_name, shown_name
 
 log = logging.getLogger("transcription")
 
@@ -134,10 +134,10 @@ def _media(rel: str) -> Path:
     return Path(settings.MEDIA_ROOT) / rel
 
 
-def _check_file(uploaded: UploadedFile) -> None:
-    check_extension(uploaded.name or "")  # UploadRejected(415) reaches the caller as is
+def _check_file(uploaded: UploadedFile, field: str = "file") -> None:
+    check_extension(uploaded.name or "", field)  # UploadRejected(415) reaches the caller as is
     if not uploaded.size:
-        raise ServiceError(400, f"{uploaded.name}: the uploaded file is empty (0 bytes)", "file")
+        raise ServiceError(400, f"{shown_name(uploaded.name)}: the uploaded file is empty (0 bytes)", field)
 
 
 @dataclass
@@ -159,7 +159,7 @@ class _Stored:
         )
 
 
-def _store(uploaded: UploadedFile) -> _Stored:
+def _store(uploaded: UploadedFile, field: str = "file") -> _Stored:
     """Move the streamed upload under MEDIA_ROOT and check that FFmpeg finds audio in it."""
     name = uploaded.name or ""
     job_id = uuid.uuid4()
@@ -181,7 +181,7 @@ def _store(uploaded: UploadedFile) -> _Stored:
         sha = getattr(uploaded, "sha256", "") or _sha256(target)
     except audio.AudioError as exc:
         target.unlink(missing_ok=True)
-        raise ServiceError(422, f"{name}: {exc}", "file") from None
+        raise ServiceError(422, f"{shown_name(name)}: {exc}", field) from None
     except BaseException:
         target.unlink(missing_ok=True)
         raise
@@ -213,12 +213,12 @@ def create_batch(files: list[UploadedFile], options: TranscribeOptions) -> Batch
     if len(files) > MAX_BATCH_FILES:
         raise ServiceError(422, f"at most {MAX_BATCH_FILES} files per batch", "files")
     for uploaded in files:
-        _check_file(uploaded)
+        _check_file(uploaded, "files")
     chosen = plan(options)
     stored: list[_Stored] = []
     try:
         for uploaded in files:
-            stored.append(_store(uploaded))
+            stored.append(_store(uploaded, "files"))
         with transaction.atomic():
             batch = Batch.objects.create(options=options.model_dump(exclude={"wait"}))
             for item in stored:
@@ -657,8 +657,9 @@ def _transcribe_pieces(job: Job, samples, trim: audio.Trim) -> Transcript:
         done = first - trim.start
         piece = engine.transcribe(model_path, samples[first:last], options,
                                   lambda f, done=done, size=last - first: progress((done + f * size) / total))
+        if decode.language is None and language is None:  # detected, in the first piece
+            probability = piece.language_probability
         language = language or piece.language
-        probability = probability if probability is not None else piece.language_probability
         for seg in piece.segments:
             moved = seg.shifted(first / audio.SAMPLE_RATE)
             moved.id = len(segments)
@@ -776,12 +777,20 @@ def result_file(job: Job, fmt: str, subtitles: formats.SubtitleOptions | None = 
     return formats.WRITERS[fmt](job.result, subtitles), CONTENT_TYPES[fmt], f"{stem}.{fmt}"
 
 
+ALREADY = {
+    Job.Status.CANCELLED: "job {id} was already cancelled",
+    Job.Status.DONE: "job {id} is already done; there is nothing to cancel",
+    Job.Status.FAILED: "job {id} already failed; there is nothing to cancel",
+}
+
+
 def cancel(job: Job) -> Job:
     try:
         job.cancel()
         log.info("job=%s event=cancel_requested", job.id)
     except TransitionError as exc:
-        raise ServiceError(409, str(exc)) from None
+        message = ALREADY.get(job.status, "{error}").format(id=job.id, error=exc)
+        raise ServiceError(409, message) from None
     return job
 
 

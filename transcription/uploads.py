@@ -20,22 +20,30 @@ ALLOWED_EXTENSIONS = (".wav", ".mp3", ".m4a", ".flac", ".aac", ".ogg", ".opus", 
 class UploadRejected(Exception):
     """An upload refused while streaming; carries the HTTP status to answer with."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, field: str = "file") -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.field = field
 
 
 def extension(name: str) -> str:
     return PurePosixPath(name).suffix.lower()
 
 
-def check_extension(name: str) -> None:
+def check_extension(name: str, field: str = "file") -> None:
+    """Refuse a file name whose extension is not an allowed audio/video one, naming the file."""
     if extension(name) not in ALLOWED_EXTENSIONS:
         shown = extension(name) or "none"
         raise UploadRejected(
-            415, f"file extension {shown!r} is not allowed; allowed: {', '.join(ALLOWED_EXTENSIONS)}"
-        )
+            415, f"{shown_name(name)}: file extension {shown!r} is not allowed; allowed:"
+            f" {', '.join(ALLOWED_EXTENSIONS)}", field)
+
+
+def shown_name(name: str, limit: int = 80) -> str:
+    """A client's file name as a message quotes it: its last path part, shortened in the middle."""
+    name = PureWindowsPath(PurePosixPath(name or "").name).name or "(no name)"
+    return name if len(name) <= limit else f"{name[:limit // 2 - 1]}…{name[-(limit // 2):]}"
 
 
 def human_size(n: int) -> str:
@@ -124,7 +132,7 @@ class CappedHashingUploadHandler(TemporaryFileUploadHandler):
             if field_name not in FILE_FIELDS:
                 raise UploadRejected(422, f"{field_name}: expected a value, not a file ({file_name!r});"
                                           f" files go in {' or '.join(sorted(FILE_FIELDS))}")
-            check_extension(file_name)
+            check_extension(file_name, field_name)
         except UploadRejected as exc:
             self._refuse(exc)
             raise StopUpload(connection_reset=True) from None
