@@ -19,7 +19,7 @@ def test_transcribes_files_directly_into_every_asked_format(clips, eval_dir, tmp
     assert (tmp_path / "jfk.srt").read_text(encoding="utf-8").startswith("1\n00:00:00,000 --> ")
     assert (tmp_path / "hotwords.json").is_file() and (tmp_path / "hotwords.txt").read_text().strip()
     assert out.getvalue().count(" -> ") == 6
-    assert "100/100" in err.getvalue()  # the progress bar reached the end
+    assert "100 %" in err.getvalue()  # the progress bar reached the end
     assert Job.objects.filter(status="done").count() == 2
 
 

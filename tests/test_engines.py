@@ -103,3 +103,21 @@ def test_mlx_progress_adapter_reports_fraction_of_frames():
     finally:
         mlx._progress.pop("callback")
     assert seen == [pytest.approx(1 / 3), 1.0]
+
+
+# mlx-whisper advances its bar once per window itself (test_mlx_progress_adapter_... checks that we
+# forward each step); on MLX's CPU backend this minute of audio takes two minutes, so only here.
+@pytest.mark.parametrize("engine_name,model", [("ctranslate2", "base")])
+def test_progress_is_reported_at_least_every_30_seconds_of_audio_even_across_silence(
+        jfk_samples, engine_name, model):
+    # Speech, 35 s of silence, speech: no segment ends inside the silence, yet the job must move.
+    silence = np.zeros(35 * 16_000, dtype=np.float32)
+    audio = np.concatenate([jfk_samples, silence, jfk_samples])
+    seen = []
+    # One temperature: falling back over the silence would time the dice, not the progress.
+    engines.get_engine(engine_name).transcribe(modelstore.engine_dir(model, engine_name), audio,
+                                               DecodeOptions(language="en", temperature=(0.0,)), seen.append)
+    assert seen == sorted(seen) and seen[0] == 0.0 and seen[-1] == 1.0
+    seconds = len(audio) / 16_000
+    biggest_step = max(b - a for a, b in zip(seen, seen[1:])) * seconds
+    assert biggest_step <= 30.0 + 0.5, (biggest_step, seen)  # one Whisper window, plus rounding

@@ -227,6 +227,7 @@ def job_status(request: HttpRequest, job_id: str):
         "job_id": job.id,
         "status": job.status,
         "progress": job.progress,
+        "eta_seconds": job.eta_seconds,
         "file": job.upload.original_name,
         "model": job.model or job.requested_model,
         "engine": job.engine or job.requested_engine,

@@ -5,7 +5,7 @@ import io
 import json
 import math
 import os
-import tempfile
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,13 +109,20 @@ def to_json(result: Mapping, options: SubtitleOptions | None = None) -> str:
 WRITERS = {"txt": to_txt, "srt": to_srt, "vtt": to_vtt, "tsv": to_tsv, "json": to_json}
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write UTF-8 text so that the file either has all of it or does not exist."""
+def write_atomic(path: Path, text: str, mode: int | None = None) -> None:
+    """Write UTF-8 text so that the file either has all of it or does not exist.
+
+    `mode`: the file's permissions; None gives what an ordinary new file gets (0666 less the
+    umask), not the private 0600 of the temporary file it is written through."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+    # O_EXCL as mkstemp does, but created 0666 so that the kernel applies the umask.
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600 if mode is not None else 0o666)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
+        if mode is not None:
+            os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

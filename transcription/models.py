@@ -91,6 +91,9 @@ class Job(models.Model):
     inference_seconds = models.FloatField(_("inference seconds"), null=True, blank=True)
     audio_duration = models.FloatField(_("audio duration"), null=True, blank=True)
     silence_offset = models.FloatField(_("silence offset"), null=True, blank=True)
+    estimated_finish_at = models.DateTimeField(
+        _("estimated finish"), null=True, blank=True,
+        help_text=_("While running: when decoding should end, from the speed measured so far."))
 
     result = models.JSONField(_("result"), null=True, blank=True)
     result_json_path = models.CharField(_("result json path"), max_length=500, blank=True)
@@ -136,6 +139,7 @@ class Job(models.Model):
             engine=engine,
             model=model,
             progress=0.0,
+            estimated_finish_at=None,
             attempts=models.F("attempts") + 1,
         )
         self.refresh_from_db(fields=["attempts"])
@@ -160,7 +164,8 @@ class Job(models.Model):
             rows = rows.filter(heartbeat_at=expected_heartbeat)
         if worker is not None:
             rows = rows.filter(worker=worker)
-        fields = dict(status=JobStatus.QUEUED, worker="", heartbeat_at=None, progress=0.0, started_at=None)
+        fields = dict(status=JobStatus.QUEUED, worker="", heartbeat_at=None, progress=0.0, started_at=None,
+                      estimated_finish_at=None)
         if refund:
             fields["attempts"] = models.F("attempts") - 1
         return bool(rows.update(**fields))
@@ -194,11 +199,20 @@ class Job(models.Model):
             finished_at=timezone.now(),
         )
 
-    def set_progress(self, percent: float) -> None:
+    def set_progress(self, percent: float, estimated_finish_at=None) -> None:
         """Record decoding progress; a no-op once the job has left 'running' (e.g. cancelled)."""
         percent = max(0.0, min(100.0, float(percent)))
-        Job.objects.filter(pk=self.pk, status=JobStatus.RUNNING).update(progress=percent)
+        Job.objects.filter(pk=self.pk, status=JobStatus.RUNNING).update(
+            progress=percent, estimated_finish_at=estimated_finish_at)
         self.progress = percent
+        self.estimated_finish_at = estimated_finish_at
+
+    @property
+    def eta_seconds(self) -> float | None:
+        """Seconds of decoding left, while running and once an estimate exists."""
+        if self.status != JobStatus.RUNNING or self.estimated_finish_at is None:
+            return None
+        return max(0.0, round((self.estimated_finish_at - timezone.now()).total_seconds(), 1))
 
     def record(self, **fields) -> None:
         """Store measurements (durations, language) without touching the status."""

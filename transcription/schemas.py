@@ -169,6 +169,9 @@ class JobOut(Schema):
     job_id: UUID
     status: str
     progress: float
+    eta_seconds: float | None = Field(
+        None, description="While running: seconds of decoding left, from the speed measured so far"
+        " (before the first window, from recent jobs of the same model).")
     file: str
     model: str
     engine: str

@@ -319,26 +319,54 @@ def _enqueue(job: Job) -> None:
 
 
 class _Progress:
-    """Turns the engine's fraction decoded into throttled row updates and cancellation checks."""
+    """Turns the engine's fraction decoded into throttled row updates with an estimate of the
+    finish, and into the checkpoints where a job is cancelled or handed back."""
 
-    def __init__(self, job: Job, min_interval: float = 0.5) -> None:
+    def __init__(self, job: Job, audio_seconds: float, min_interval: float = 0.5) -> None:
         self.job = job
         self.min_interval = min_interval
         self.last_write = 0.0
         self.last_percent = -1.0
+        self.began: float | None = None  # when decoding started (the first report)
+        # Before this job has decoded anything: the speed recent jobs of this model measured.
+        rtf = typical_rtf(job.model, job.engine)
+        self.prior = audio_seconds * rtf if rtf is not None else None
 
     def __call__(self, fraction: float) -> None:
         if _stopping.is_set():  # the worker is shutting down: hand the job back at this boundary
             raise HandBack()
         now = time.monotonic()
-        percent = round(99.0 * max(0.0, min(1.0, fraction)), 1)  # 100 only when the result exists
+        self.began = now if self.began is None else self.began
+        fraction = max(0.0, min(1.0, fraction))
+        percent = round(99.0 * fraction, 1)  # 100 only when the result exists
         if now - self.last_write < self.min_interval and percent - self.last_percent < 5:
             return
         self.last_write = now
         self.last_percent = percent
         if self.job.should_stop():
             raise Cancelled()
-        self.job.set_progress(percent)
+        self.job.set_progress(percent, self._finish(now, fraction))
+
+    def _finish(self, now: float, fraction: float):
+        """When decoding should end: from this job's own speed once it has one, else the prior."""
+        elapsed = now - self.began
+        if fraction >= 0.01 and elapsed > 0:
+            remaining = elapsed * (1.0 - fraction) / fraction
+        elif self.prior is not None:
+            remaining = max(0.0, self.prior - elapsed)
+        else:
+            return None
+        return timezone.now() + timedelta(seconds=remaining)
+
+
+def typical_rtf(model: str, engine: str, recent: int = 20) -> float | None:
+    """Median inference seconds per audio second of the last finished jobs of this model and
+    engine on any worker (None before the first)."""
+    rows = (Job.objects.filter(status=Job.Status.DONE, model=model, engine=engine, audio_duration__gt=5,
+                               inference_seconds__isnull=False)
+            .order_by("-finished_at").values_list("inference_seconds", "audio_duration")[:recent])
+    ratios = sorted(inference / duration for inference, duration in rows)
+    return ratios[len(ratios) // 2] if ratios else None
 
 
 class HandBack(Exception):
@@ -646,7 +674,7 @@ def _transcribe_pieces(job: Job, samples, trim: audio.Trim) -> Transcript:
     model_path = modelstore.engine_dir(job.model, job.engine)
     pieces = audio.split_points(samples, trim.start, trim.end, settings.WHISPER_WINDOW_SECONDS)
     total = trim.end - trim.start
-    progress = _Progress(job)
+    progress = _Progress(job, total / audio.SAMPLE_RATE)
     segments: list = []
     language, probability = decode.language, None
     for first, last in pieces:
@@ -727,8 +755,9 @@ def build_result(job: Job, transcript, offset: float, duration: float, timings: 
 def _write_results(job: Job, result: dict) -> tuple[str, str]:
     _, txt_name, json_name = result_names(job)
     text_rel, json_rel = f"results/{txt_name}", f"results/{json_name}"
-    formats.write_atomic(_media(text_rel), formats.to_txt(result))
-    formats.write_atomic(_media(json_rel), formats.to_json(result))
+    mode = settings.FILE_UPLOAD_PERMISSIONS  # results are kept like uploads
+    formats.write_atomic(_media(text_rel), formats.to_txt(result), mode)
+    formats.write_atomic(_media(json_rel), formats.to_json(result), mode)
     return json_rel, text_rel
 
 

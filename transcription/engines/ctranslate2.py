@@ -13,6 +13,27 @@ from .base import DecodeOptions, EngineUnavailable, ProgressCallback, Segment, T
 
 _models: dict[tuple[str, str, str], object] = {}
 _lock = threading.Lock()
+# The progress callback of the job this thread decodes (worker threads share loaded models).
+_local = threading.local()
+
+
+class _WindowProgress:
+    """Stands in for tqdm inside faster_whisper.transcribe, whose loop advances it once per
+    window decoded, silent windows included: each step reports the fraction of the audio done to
+    the job running in this thread. Segments alone would say nothing across a long silence."""
+
+    def __init__(self, total=0, **_ignored) -> None:
+        self.total = float(total or 0)
+        self.done = 0.0
+
+    def update(self, n=1) -> None:
+        self.done += n
+        callback = getattr(_local, "progress", None)
+        if callback is not None and self.total > 0:
+            callback(min(1.0, self.done / self.total))
+
+    def close(self) -> None:
+        pass
 
 
 def available() -> bool:
@@ -73,6 +94,9 @@ class CTranslate2Engine:
                     cpu_threads=settings.WHISPER_CPU_THREADS,
                 )
                 model.feature_extractor = _chunked_extractor(model)
+                import faster_whisper.transcribe
+
+                faster_whisper.transcribe.tqdm = _WindowProgress
                 _models[key] = model
             return _models[key]
 
@@ -80,7 +104,6 @@ class CTranslate2Engine:
         self, model_dir: Path, audio: np.ndarray, options: DecodeOptions, progress: ProgressCallback
     ) -> Transcript:
         model = self._model(model_dir)
-        duration = len(audio) / 16_000
         kwargs = dict(
             language=options.language,
             task=options.task,
@@ -99,9 +122,23 @@ class CTranslate2Engine:
         for name in ("beam_size", "best_of", "patience", "length_penalty"):
             if getattr(options, name) is not None:
                 kwargs[name] = getattr(options, name)
-        # faster-whisper decodes lazily: each segment pulled from the generator is real progress.
-        pieces, info = model.transcribe(np.ascontiguousarray(audio, dtype=np.float32), **kwargs)
+        # faster-whisper decodes lazily, a window at a time, as segments are pulled from it.
         progress(0.0)
+        _local.progress = progress
+        try:
+            pieces, info = model.transcribe(np.ascontiguousarray(audio, dtype=np.float32), **kwargs)
+            segments = self._collect(pieces)
+        finally:
+            _local.progress = None
+        progress(1.0)
+        return Transcript(
+            language=info.language,
+            language_probability=info.language_probability,
+            segments=segments,
+        )
+
+    @staticmethod
+    def _collect(pieces) -> list[Segment]:
         segments = []
         for piece in pieces:
             words = None
@@ -115,11 +152,4 @@ class CTranslate2Engine:
                     compression_ratio=piece.compression_ratio, no_speech_prob=piece.no_speech_prob,
                 )
             )
-            if duration > 0:
-                progress(min(1.0, piece.end / duration))
-        progress(1.0)
-        return Transcript(
-            language=info.language,
-            language_probability=info.language_probability,
-            segments=segments,
-        )
+        return segments

@@ -10,10 +10,13 @@ import pydantic
 from django.conf import settings
 from django.core.files import File
 from django.core.management.base import BaseCommand, CommandError
+from django.utils import timezone
 from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from transcription import formats, services
 from transcription.models import Job
+from webui.templatetags.webui import clock
 from transcription.schemas import TranscribeOptions
 from transcription.uploads import UploadRejected
 
@@ -98,14 +101,53 @@ class Command(BaseCommand):
         if not queue:
             worker = threading.Thread(target=services.run_job, args=(str(job.id),), daemon=True)
             worker.start()
-        with tqdm(total=100, desc=path.name, unit="%", bar_format="{l_bar}{bar}| {n:.0f}/100 [{elapsed}<{remaining}]",
-                  file=self.stderr._out) as bar:
-            while True:
-                job.refresh_from_db()
-                bar.update(job.progress - bar.n)
-                if job.is_final:
-                    break
-                time.sleep(0.2)
+        elif not services.workers_available():
+            self.stderr.write(f"{path}: {services.NO_WORKER}")
+        try:
+            self._follow(job, path)
+        except KeyboardInterrupt:
+            self._interrupted(job, worker)
         if worker is not None:
             worker.join()
         return job
+
+    def _follow(self, job: Job, path: Path) -> None:
+        """A bar per file, fed from the job's row; log lines go above it, not through it."""
+        with logging_redirect_tqdm(), tqdm(total=100, desc=path.name, file=self.stderr._out,
+                                           bar_format="{l_bar}{bar}| {n:.0f} %{postfix}") as bar:
+            while True:
+                job.refresh_from_db()
+                bar.n = job.progress
+                bar.set_postfix_str(self._state(job), refresh=False)
+                bar.refresh()
+                if job.is_final:
+                    return
+                time.sleep(0.2)
+
+    @staticmethod
+    def _state(job: Job) -> str:
+        """Elapsed time, then the job's own estimate of what is left (from its measured speed)."""
+        if job.status == Job.Status.QUEUED:
+            return "queued"
+        if job.started_at is None:
+            return str(job.status)
+        finished = job.finished_at or timezone.now()
+        parts = [f"{clock((finished - job.started_at).total_seconds())} elapsed"]
+        if job.eta_seconds is not None:
+            parts.append(f"about {clock(job.eta_seconds)} left")
+        return ", ".join(parts)
+
+    def _interrupted(self, job: Job, worker: threading.Thread | None) -> None:
+        """Ctrl-C: a job this command runs itself is cancelled and stopped at its next window (never
+        cut off mid-inference); a queued one is left to the worker(s)."""
+        if worker is None:
+            self.stderr.write(f"interrupted; job {job.id} stays in the queue for the worker")
+            raise SystemExit(130)
+        try:
+            services.cancel(job)
+        except services.ServiceError:
+            pass  # it ended meanwhile
+        self.stderr.write(f"interrupted; stopping job {job.id} at the end of its current window…")
+        worker.join()
+        self.stderr.write("stopped")
+        raise SystemExit(130)
