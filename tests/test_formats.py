@@ -109,3 +109,73 @@ def test_write_atomic_leaves_no_temp_file(tmp_path):
     formats.write_atomic(target, "привет\n")
     assert target.read_text(encoding="utf-8") == "привет\n"
     assert [p.name for p in target.parent.iterdir()] == ["r.txt"]
+
+
+def _random_result(seed: int) -> dict:
+    """Segments of words with short gaps and, now and then, a pause of several seconds."""
+    import random
+
+    rng = random.Random(seed)
+    vocabulary = ["ask", "not", "what", "your", "country", "can", "do", "for", "you", "—", "-->", "Réunion",
+                  "переход", "a", "extraordinarily"]
+    segments, now = [], rng.uniform(0, 2)
+    for _ in range(rng.randint(1, 6)):
+        words = []
+        for _ in range(rng.randint(1, 25)):
+            start = now + (rng.uniform(3.5, 6) if rng.random() < 0.1 else rng.uniform(0, 0.3))
+            now = start + rng.uniform(0.1, 0.8)
+            words.append({"word": " " + rng.choice(vocabulary), "start": round(start, 3), "end": round(now, 3),
+                          "probability": 0.9})
+        segments.append({"start": words[0]["start"], "end": words[-1]["end"],
+                         "text": "".join(w["word"] for w in words), "words": words})
+    return {"text": "".join(s["text"] for s in segments), "segments": segments}
+
+
+OPTION_SETS = [formats.SubtitleOptions(), formats.SubtitleOptions(max_line_width=20, max_line_count=2),
+               formats.SubtitleOptions(max_line_width=42, max_line_count=1, highlight_words=True),
+               formats.SubtitleOptions(max_words_per_line=3), formats.SubtitleOptions(highlight_words=True),
+               formats.SubtitleOptions(max_line_width=10, max_line_count=3, max_words_per_line=2)]
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_subtitles_are_whispers_own_cues_without_loading_an_inference_library(seed):
+    import io
+
+    from mlx_whisper.writers import WriteSRT, WriteVTT
+
+    result = _random_result(seed)
+    for options in OPTION_SETS:
+        asked = {"max_line_width": options.max_line_width, "max_line_count": options.max_line_count,
+                 "highlight_words": options.highlight_words, "max_words_per_line": options.max_words_per_line}
+        for ours, theirs in ((formats.to_srt, WriteSRT), (formats.to_vtt, WriteVTT)):
+            expected = io.StringIO()
+            theirs(".").write_result(result, file=expected, options=asked)
+            assert ours(result, options) == expected.getvalue(), (seed, options)
+
+
+def test_a_subtitle_download_loads_no_inference_library_in_the_web_process(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO, deployment_env
+
+    env = deployment_env(tmp_path)
+    subprocess.run([sys.executable, str(REPO / "manage.py"), "migrate", "-v0"], env=env, check=True, cwd=REPO)
+    probe = (
+        "import sys, django; django.setup()\n"
+        "from django.test import Client\n"
+        "from transcription.models import Job, Upload\n"
+        "upload = Upload.objects.create(original_name='talk.wav', stored_path='uploads/x.wav', size=1, sha256='x')\n"
+        "words = [{'word': ' hello', 'start': 0.0, 'end': 0.5}, {'word': ' there', 'start': 0.6, 'end': 1.0}]\n"
+        "result = {'text': 'hello there', 'segments': [{'id': 0, 'start': 0.0, 'end': 1.0, 'text': ' hello there',"
+        " 'words': words}]}\n"
+        "job = Job.objects.create(upload=upload, status='done', result=result)\n"
+        "for fmt in ('srt', 'vtt', 'tsv'):\n"
+        "    answer = Client().get(f'/job/{job.id}/result', {'format': fmt, 'highlight_words': 'true'})\n"
+        "    assert answer.status_code == 200 and b'hello' in answer.content, answer.content\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'mlx', 'mlx_whisper', 'faster_whisper',"
+        " 'ctranslate2', 'numba', 'torch', 'tiktoken', 'scipy'}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, cwd=REPO)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "[]"  # mlx_whisper.writers pulled in mlx, numba, scipy

@@ -1,12 +1,12 @@
 """Result writers (txt, srt, vtt, json) and the JSON sanitiser every result passes through."""
 from __future__ import annotations
 
-import io
 import json
 import math
 import os
+import re
 import secrets
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,27 +57,76 @@ class SubtitleOptions:
     highlight_words: bool = False
     max_words_per_line: int | None = None
 
-    def as_writer_options(self) -> dict:
-        return {"max_line_width": self.max_line_width, "max_line_count": self.max_line_count,
-                "highlight_words": self.highlight_words, "max_words_per_line": self.max_words_per_line}
+
+def _cue_time(seconds: float, srt: bool) -> str:
+    """Whisper's cue times: srt always has hours and a comma; vtt has hours only when needed."""
+    return timestamp(seconds, "," if srt else ".", always_hours=srt)
 
 
-def _for_writer(result: Mapping) -> dict:
-    """Whisper's writers shape cues from words when the segments carry them, else one cue per
-    segment; our segments have no words when word_timestamps was off."""
+def _cue_words(segments: list[Mapping], options: SubtitleOptions) -> Iterator[list[dict]]:
+    """Words grouped into cues, each word's text carrying its line breaks, as OpenAI Whisper's
+    SubtitlesWriter groups them (whisper/utils.py, MIT): without both a width and a line count,
+    each segment is its own cue; with them, lines fill up to the width, cues up to the count, and
+    a pause over 3 s starts a new cue. Kept here so that the web process imports no inference
+    library to write subtitles (tests compare it with mlx-whisper's copy)."""
+    preserve_segments = options.max_line_count is None or options.max_line_width is None
+    max_width = options.max_line_width or 1000
+    per_line = options.max_words_per_line or 1000
+    line_len, line_count = 0, 1
+    cue: list[dict] = []
+    last = next((w["start"] for s in segments for w in s["words"]), segments[0]["start"])
+    for segment in segments:
+        words = segment["words"]
+        for chunk in range(0, len(words), per_line):
+            for i, original in enumerate(words[chunk:chunk + per_line]):
+                word = dict(original)
+                long_pause = not preserve_segments and word["start"] - last > 3.0
+                has_room = line_len + len(word["word"]) <= max_width
+                segment_break = i == 0 and cue and preserve_segments
+                if line_len > 0 and has_room and not long_pause and not segment_break:
+                    line_len += len(word["word"])  # the line goes on
+                else:
+                    word["word"] = word["word"].strip()
+                    cue_full = options.max_line_count is not None and (
+                        long_pause or line_count >= options.max_line_count)
+                    if cue and cue_full or segment_break:
+                        yield cue
+                        cue, line_count = [], 1
+                    elif line_len > 0:
+                        line_count += 1
+                        word["word"] = "\n" + word["word"]
+                    line_len = len(word["word"].strip())
+                cue.append(word)
+                last = word["start"]
+    if cue:
+        yield cue
+
+
+def _cues(result: Mapping, options: SubtitleOptions, srt: bool) -> Iterator[tuple[str, str, str]]:
+    """(start, end, text) of each cue: from words when the segments carry them, else one cue
+    per segment."""
     segments = list(result.get("segments") or [])
-    if any(seg.get("words") for seg in segments):
-        return {**result, "segments": [{**seg, "words": seg.get("words") or []} for seg in segments]}
-    return {**result, "segments": [{k: v for k, v in seg.items() if k != "words"} for seg in segments]}
-
-
-def _write_with(writer_cls, result: Mapping, options: SubtitleOptions | None = None) -> str:
-    # mlx-whisper ships OpenAI Whisper's writers (line splitting, word highlighting, timestamps):
-    # reuse them rather than keep a second copy of that logic.
-    buffer = io.StringIO()
-    writer_cls(".").write_result(_for_writer(result), file=buffer,
-                                 options=(options or SubtitleOptions()).as_writer_options())
-    return buffer.getvalue()
+    if not any(seg.get("words") for seg in segments):
+        for seg in segments:
+            yield (_cue_time(seg["start"], srt), _cue_time(seg["end"], srt),
+                   seg["text"].strip().replace("-->", "->"))
+        return
+    segments = [{**seg, "words": seg.get("words") or []} for seg in segments]
+    for cue in _cue_words(segments, options):
+        start, end = _cue_time(cue[0]["start"], srt), _cue_time(cue[-1]["end"], srt)
+        texts = [word["word"] for word in cue]
+        if not options.highlight_words:
+            yield start, end, "".join(texts)
+            continue
+        last = start
+        for i, word in enumerate(cue):
+            word_start, word_end = _cue_time(word["start"], srt), _cue_time(word["end"], srt)
+            if last != word_start:
+                yield last, word_start, "".join(texts)
+            yield word_start, word_end, "".join(
+                re.sub(r"^(\s*)(.*)$", r"\1<u>\2</u>", text) if j == i else text
+                for j, text in enumerate(texts))
+            last = word_end
 
 
 def to_txt(result: Mapping, options: SubtitleOptions | None = None) -> str:
@@ -85,21 +134,20 @@ def to_txt(result: Mapping, options: SubtitleOptions | None = None) -> str:
 
 
 def to_srt(result: Mapping, options: SubtitleOptions | None = None) -> str:
-    from mlx_whisper.writers import WriteSRT
-
-    return _write_with(WriteSRT, result, options)
+    cues = _cues(result, options or SubtitleOptions(), srt=True)
+    return "".join(f"{i}\n{start} --> {end}\n{text}\n\n" for i, (start, end, text) in enumerate(cues, 1))
 
 
 def to_vtt(result: Mapping, options: SubtitleOptions | None = None) -> str:
-    from mlx_whisper.writers import WriteVTT
-
-    return _write_with(WriteVTT, result, options)
+    cues = _cues(result, options or SubtitleOptions(), srt=False)
+    return "WEBVTT\n\n" + "".join(f"{start} --> {end}\n{text}\n\n" for start, end, text in cues)
 
 
 def to_tsv(result: Mapping, options: SubtitleOptions | None = None) -> str:
-    from mlx_whisper.writers import WriteTSV
-
-    return _write_with(WriteTSV, result)
+    """start and end in whole milliseconds, then the text: Whisper's TSV."""
+    rows = [f"{round(1000 * seg['start'])}\t{round(1000 * seg['end'])}\t{seg['text'].strip().replace(chr(9), ' ')}"
+            for seg in result.get("segments") or []]
+    return "start\tend\ttext\n" + "".join(row + "\n" for row in rows)
 
 
 def to_json(result: Mapping, options: SubtitleOptions | None = None) -> str:
