@@ -23,6 +23,7 @@ def test_transcribes_files_directly_into_every_asked_format(clips, eval_dir, tmp
     assert Job.objects.filter(status="done").count() == 2
 
 
+@pytest.mark.ffmpeg
 def test_a_bad_file_is_reported_and_the_others_still_run(clips, tmp_path):
     err = io.StringIO()
     with pytest.raises(CommandError, match="2 of 3 file"):

@@ -42,10 +42,18 @@ def ffmpeg_binary() -> str:
         raise FFmpegMissing(f"no ffmpeg found (FFMPEG_BINARY, PATH, imageio-ffmpeg): {exc}") from exc
 
 
+def _ffmpeg(*args: str, **kwargs) -> subprocess.CompletedProcess:
+    """Run FFmpeg with `args`, its messages captured as text.
+
+    It runs in a session of its own: a terminal's Ctrl-C (SIGINT to its foreground process group)
+    reaches the worker, which decides what becomes of a running job, never FFmpeg in the middle of
+    a conversion (which would fail the job as bad audio)."""
+    return subprocess.run([ffmpeg_binary(), "-hide_banner", "-nostdin", *args], capture_output=True,
+                          text=True, errors="replace", start_new_session=True, **kwargs)
+
+
 def ffmpeg_version() -> str:
-    out = subprocess.run(
-        [ffmpeg_binary(), "-hide_banner", "-version"], capture_output=True, text=True, timeout=20
-    )
+    out = _ffmpeg("-version", timeout=20)
     return out.stdout.splitlines()[0] if out.returncode == 0 and out.stdout else ""
 
 
@@ -57,37 +65,72 @@ class Probe:
 
 
 _DURATION = re.compile(r"Duration:\s*(\d+):(\d+):(\d+(?:\.\d+)?)")
-_AUDIO = re.compile(r"Stream #\S+.*?: Audio: ([^,\s]+)")
+# One line of the input's stream list: "  Stream #0:1[0x2](und): Audio: aac (LC), 44100 Hz, ..."
+_STREAM = re.compile(r"^\s+Stream #0:\d+\S*: (\w+): ([^,\s]*)")
+# What is left of a path once the known ones are taken out of a message.
+_PATH = re.compile(r"(?<![\w.])/[^\s'\":]+(?:/[^\s'\":]+)+")
+GONE = "the uploaded file is no longer on the server"
 
 
-def _last_error_line(stderr: str) -> str:
-    lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
-    return lines[-1][:300] if lines else "unknown error"
+def _input_report(stderr: str) -> list[str] | None:
+    """The lines FFmpeg prints about the input it opened (duration, streams); None if it opened none.
+
+    FFmpeg indents everything it reports under "Input #0, ...", in every version."""
+    lines = stderr.splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith("Input #0"):
+            report = []
+            for ln in lines[i + 1:]:
+                if not ln[:1].isspace():
+                    break
+                report.append(ln)
+            return report
+    return None
+
+
+def _reason(stderr: str, names: dict[Path, str], last: int = 1) -> str:
+    """FFmpeg's `last` messages, for a person: each path in `names` replaced by its name, and any
+    other path left out. A server's paths say nothing to a client and tell it how the server is
+    laid out."""
+    lines = list(dict.fromkeys(ln.strip() for ln in stderr.splitlines() if ln.strip()))
+    text = " ".join(lines[-last:])[-300:] if lines else "unknown error"
+    for path, name in names.items():
+        text = text.replace(f"{path}: ", "").replace(str(path), name)
+    return _PATH.sub("…", text)
+
+
+def _require(path: Path) -> None:
+    if not Path(path).is_file():
+        raise AudioError(GONE)
 
 
 def probe(path: Path) -> Probe:
-    """Check that FFmpeg sees an audio stream in the file; raise AudioError naming the problem."""
-    proc = subprocess.run(
-        [ffmpeg_binary(), "-hide_banner", "-nostdin", "-i", str(path)],
-        capture_output=True,
-        text=True,
-        errors="replace",
-        timeout=120,
-    )
-    info = proc.stderr
-    audio = _AUDIO.search(info)
+    """Check that FFmpeg sees an audio stream in the file; raise AudioError naming the problem.
+
+    Decided by FFmpeg's exit status and the streams it lists, never by the words of its messages,
+    which change between versions ("Invalid data found" in one is "Invalid argument" in another)."""
+    _require(path)
+    # Open the file and its first audio stream's decoder, decode nothing: exit status 0 only if
+    # all of that works.
+    proc = _ffmpeg("-i", str(path), "-map", "0:a:0", "-t", "0", "-f", "null", "-", timeout=120)
+    report = _input_report(proc.stderr)
+    if report is None:
+        _require(path)
+        raise AudioError("the file is not a recognised audio or video format")
+    streams = [m.groups() for m in map(_STREAM.match, report) if m]
+    audio = [codec for kind, codec in streams if kind == "Audio"]
     if not audio:
-        if "Invalid data found" in info or "could not find codec" in info.lower():
-            raise AudioError("the file is not a recognised audio or video format")
-        if "Stream #" in info:
-            raise AudioError("the file has no audio stream")
-        raise AudioError(f"the file could not be read as audio ({_last_error_line(info)})")
-    match = _DURATION.search(info)
+        raise AudioError("the file has no audio stream")
+    if proc.returncode != 0:
+        reason = _reason(proc.stderr, {path: "the file"})
+        raise AudioError(f"FFmpeg could not read the file's audio ({reason})")
     duration = None
+    match = next(filter(None, map(_DURATION.search, report)), None)
     if match:
         h, m, s = match.groups()
         duration = int(h) * 3600 + int(m) * 60 + float(s)
-    return Probe(duration=duration, audio_codec=audio.group(1), has_video=" Video: " in info)
+    return Probe(duration=duration, audio_codec=audio[0],
+                 has_video=any(kind == "Video" for kind, _ in streams))
 
 
 _TIME = re.compile(r"time=\s*(\d+):(\d+):(\d+(?:\.\d+)?)")
@@ -95,11 +138,7 @@ _TIME = re.compile(r"time=\s*(\d+):(\d+):(\d+(?:\.\d+)?)")
 
 def decoded_duration(path: Path, cap: float) -> float:
     """Seconds of audio the file really decodes to (up to `cap` + 1): headers can lie."""
-    proc = subprocess.run(
-        [ffmpeg_binary(), "-hide_banner", "-nostdin", "-i", str(path), "-map", "0:a:0",
-         "-t", str(cap + 1), "-f", "null", "-"],
-        capture_output=True, text=True, errors="replace",
-    )
+    proc = _ffmpeg("-i", str(path), "-map", "0:a:0", "-t", str(cap + 1), "-f", "null", "-")
     times = _TIME.findall(proc.stderr)
     if not times:
         return 0.0
@@ -128,21 +167,18 @@ def convert(path: Path, out_path: Path) -> np.ndarray:
     """Decode the first audio stream to 16 kHz mono float32 in `out_path` and map it.
 
     Decoding stops just past MAX_AUDIO_SECONDS, so no file can fill the disk with samples."""
+    _require(path)
     limit = settings.MAX_AUDIO_SECONDS
     cap = ["-t", str(limit + 1)] if limit else []
-    proc = subprocess.run(
-        [
-            ffmpeg_binary(), "-hide_banner", "-nostdin", "-v", "error", "-y",
-            "-i", str(path), *cap, "-map", "0:a:0", "-vn", "-sn", "-dn",
-            "-ac", "1", "-ar", str(SAMPLE_RATE), "-f", "f32le", "-acodec", "pcm_f32le",
-            str(out_path),
-        ],
-        capture_output=True,
-        text=True,
-        errors="replace",
+    proc = _ffmpeg(
+        "-v", "error", "-y", "-i", str(path), *cap, "-map", "0:a:0", "-vn", "-sn", "-dn",
+        "-ac", "1", "-ar", str(SAMPLE_RATE), "-f", "f32le", "-acodec", "pcm_f32le", str(out_path),
     )
     if proc.returncode != 0:
-        raise AudioError(f"FFmpeg could not decode the audio: {_last_error_line(proc.stderr)}")
+        _require(path)  # deleted while FFmpeg read it
+        # `-v error`: only errors were printed; the last two say what failed and, often, why.
+        reason = _reason(proc.stderr, {path: "the file", out_path: "the decoded audio"}, last=2)
+        raise AudioError(f"FFmpeg could not decode the audio: {reason}")
     size = out_path.stat().st_size
     if size < 4:
         raise AudioError("the file contains no audio samples")
