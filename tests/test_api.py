@@ -1,7 +1,11 @@
 """End to end over real HTTP: a live server, a real Huey consumer process, real FFmpeg, real models."""
+import difflib
+import statistics
 import time
+import wave
 from pathlib import Path
 
+import numpy as np
 import pytest
 import requests
 from django.conf import settings
@@ -77,18 +81,52 @@ def test_every_container_transcribes(service, clips, kind):
     assert wer(JFK_REFERENCE, body["text"]) <= JFK_WER_BASE_CT2, body["text"]
 
 
+def _longest_pause(wav: Path) -> float:
+    """Seconds of the longest pause in a recording: the longest run of 20 ms blocks whose level is
+    nearer its noise floor than its speech (below the midpoint, in dB, of the 10th and 90th
+    percentile levels)."""
+    from transcription.audio import block_levels
+
+    with wave.open(str(wav)) as fh:
+        rate = fh.getframerate()
+        samples = np.frombuffer(fh.readframes(fh.getnframes()), "<i2").astype(np.float32) / 32768
+    levels = block_levels(samples, rate // 50)
+    quiet = levels < np.mean(np.percentile(levels, [10, 90]))
+    longest = run = 0
+    for q in quiet:
+        run = run + 1 if q else 0
+        longest = max(longest, run)
+    return longest / 50
+
+
+@pytest.mark.ffmpeg
 def test_timestamps_stay_on_the_uploaded_files_timeline_after_trimming(service, clips):
+    """The same speech alone and after 3 s of silence (2 s after it): every word of the second
+    is 3 s later. Word times are the model's, so the check allows what a correct model may do."""
     plain = _ok(post_file(service, clips["wav"], language="en", model="base", engine="ctranslate2"))
     padded = _ok(post_file(service, clips["padded"], language="en", model="base", engine="ctranslate2"))
     assert padded["duration"] == pytest.approx(16.0, abs=0.05)
     assert padded["silence_offset"] == pytest.approx(2.8, abs=0.05)  # 3 s minus the 0.2 s margin
     plain_words = [w for s in plain["segments"] for w in s["words"]]
     padded_words = [w for s in padded["segments"] for w in s["words"]]
-    assert len(padded_words) == len(plain_words)
-    shifts = [p["start"] - q["start"] for p, q in zip(padded_words, plain_words) if p["word"] == q["word"]]
-    assert len(shifts) >= len(plain_words) - 2  # the model may spell a word differently
-    assert all(abs(s - 3.0) < 0.25 for s in shifts), shifts
-    assert padded["segments"][0]["start"] >= 2.5
+    # Pair the words both runs heard (the model may spell or punctuate one differently).
+    said = [[normalise_words(w["word"]) for w in words] for words in (plain_words, padded_words)]
+    pairs = [(plain_words[b.a + k], padded_words[b.b + k])
+             for b in difflib.SequenceMatcher(None, *said, autojunk=False).get_matching_blocks()
+             for k in range(b.size)]
+    assert len(pairs) >= len(plain_words) - 2, said
+    shifts = [p["start"] - q["start"] for q, p in pairs]
+    # Trimming moves every word by the same amount: a wrong offset (the 0.2 s margin kept or
+    # dropped, a piece's start forgotten) moves them all, and the median with them.
+    assert statistics.median(shifts) == pytest.approx(3.0, abs=0.1), shifts
+    # A word's start is fixed only up to the quiet before it: the model (which sees 0.2 s of
+    # silence before the speech in one run only) may put it anywhere in a pause. The CPU's int8
+    # kernels decide too: on one machine "ask", after the 1.2 s pause, moved by 0.54 s.
+    pause = _longest_pause(clips["wav"])
+    assert all(abs(s - 3.0) <= pause + 0.1 for s in shifts), (shifts, pause)
+    # Nothing lands in the silence that was trimmed away, before or after the speech.
+    assert all(padded["silence_offset"] - 0.02 <= w["start"] <= w["end"] <= 14.0 + 0.2 + 0.02
+               for w in padded_words), padded_words
 
 
 def test_wait_false_answers_202_and_the_job_url_then_progresses_to_done(service, clips):

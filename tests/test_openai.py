@@ -4,7 +4,7 @@ import openai
 import pytest
 import requests
 
-from tests.conftest import JFK_REFERENCE, wer
+from tests.conftest import JFK_REFERENCE, normalise_words, wer
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
@@ -32,6 +32,7 @@ def test_srt_and_vtt_formats(client, clips):
     assert vtt.startswith("WEBVTT\n\n00:00.000 --> ") and "ask not" in vtt.lower()
 
 
+@pytest.mark.ffmpeg
 def test_verbose_json_with_segments_and_words(client, clips):
     with open(clips["flac"], "rb") as fh:
         result = client.audio.transcriptions.create(
@@ -44,7 +45,8 @@ def test_verbose_json_with_segments_and_words(client, clips):
     for field in ("seek", "temperature", "avg_logprob", "compression_ratio", "no_speech_prob"):
         assert getattr(segment, field) is not None
     words = result.words
-    assert [w.word for w in words][:3] == ["And", "so", "my"]
+    # the words, not their punctuation, which the model's build decides ("so," on one CPU, "so" on another)
+    assert normalise_words(" ".join(w.word for w in words[:3])) == "and so my"
     assert all(0 <= w.start <= w.end <= 11.05 for w in words)
 
 
