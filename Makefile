@@ -6,7 +6,7 @@ PY     := $(BIN)/python
 STAMP  := $(VENV)/.requirements-installed
 ADDR   ?= 127.0.0.1:8000
 
-.PHONY: run test setup venv models-test browser bench clean
+.PHONY: run test test-ffmpeg-wheel setup venv models-test browser bench clean
 
 $(STAMP): requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,12 @@ browser:
 
 test: models-test browser
 	$(PY) -m pytest
+
+# `make test` uses the FFmpeg on PATH when there is one (a user's, Debian's); this runs the tests
+# that depend on the FFmpeg build (`-m ffmpeg`) again with the imageio-ffmpeg wheel's binary.
+test-ffmpeg-wheel: models-test
+	FFMPEG_BINARY="$$($(PY) -c 'import imageio_ffmpeg; print(imageio_ffmpeg.get_ffmpeg_exe())')" \
+	  $(PY) -m pytest -m ffmpeg
 
 bench: models-test
 	$(PY) bench/service_overhead.py
