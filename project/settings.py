@@ -159,6 +159,10 @@ def _language(name: str, default: str) -> str:
 # specification's default is Russian); 'auto' detects it. /v1 keeps OpenAI's rule: detect.
 WHISPER_DEFAULT_LANGUAGE = _language("WHISPER_DEFAULT_LANGUAGE", "ru")
 WHISPER_CPU_THREADS = int(os.getenv("WHISPER_CPU_THREADS", "0"))
+# A worker keeps models loaded between jobs; one unused this many seconds is released (0: never),
+# and past this many loaded models the least recently used idle one goes (0: no limit).
+WHISPER_MODEL_TTL = float(os.getenv("WHISPER_MODEL_TTL", "1800"))
+WHISPER_MAX_LOADED_MODELS = int(os.getenv("WHISPER_MAX_LOADED_MODELS", "2"))
 FFMPEG_BINARY = os.getenv("FFMPEG_BINARY", "")
 # Longest audio accepted (seconds; 0: no limit). Decoded, a second is 64 KB of temporary samples,
 # and a megabyte of FLAC silence decodes to hours: the upload size cap alone does not bound that.

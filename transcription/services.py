@@ -469,6 +469,7 @@ class WorkerPresence:
     def _run(self) -> None:
         while not self._stop.wait(settings.JOB_HEARTBEAT_SECONDS):
             try:
+                engines.models.release_idle()  # models unused for WHISPER_MODEL_TTL
                 self.beat()
             except Exception:  # a missed beat is not fatal; three in a row make the worker look gone
                 log.warning("event=worker_heartbeat_failed worker=%s", self.name, exc_info=True)

@@ -8,14 +8,17 @@ from django.conf import settings
 from . import ctranslate2 as _ct2
 from . import mlx as _mlx
 from .base import Cancelled, DecodeOptions, Engine, EngineUnavailable, Segment, Transcript, Word
+from .cache import ModelCache
 
 ENGINE_NAMES = ("mlx", "ctranslate2")
-_instances: dict[str, Engine] = {"mlx": _mlx.MLXEngine(), "ctranslate2": _ct2.CTranslate2Engine()}
+# One cache for the process: WHISPER_MAX_LOADED_MODELS counts the models of both engines.
+models = ModelCache()
+_instances: dict[str, Engine] = {"mlx": _mlx.MLXEngine(models), "ctranslate2": _ct2.CTranslate2Engine(models)}
 _available = {"mlx": _mlx.available, "ctranslate2": _ct2.available}
 
 __all__ = [
     "Cancelled", "DecodeOptions", "Engine", "EngineUnavailable", "Segment", "Transcript", "Word",
-    "ENGINE_NAMES", "available_engines", "get_engine", "resolve_engine_name",
+    "ENGINE_NAMES", "available_engines", "get_engine", "models", "resolve_engine_name",
 ]
 
 

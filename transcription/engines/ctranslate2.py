@@ -9,10 +9,9 @@ import numpy as np
 from django.conf import settings
 
 from . import melspec
+from .cache import ModelCache
 from .base import DecodeOptions, EngineUnavailable, ProgressCallback, Segment, Transcript, Word
 
-_models: dict[tuple[str, str, str], object] = {}
-_lock = threading.Lock()
 # The progress callback of the job this thread decodes (worker threads share loaded models).
 _local = threading.local()
 
@@ -72,38 +71,37 @@ class CTranslate2Engine:
     def unsupported(self, options: DecodeOptions) -> list[str]:
         return []  # faster-whisper takes every option the service exposes
 
-    def _key(self, model_dir: Path) -> tuple[str, str, str]:
+    def _key(self, model_dir: Path) -> tuple[str, str, str, str]:
         device, compute_type = _device()
-        return (str(model_dir), device, compute_type)
+        return (self.name, str(model_dir), device, compute_type)
+
+    def __init__(self, cache: ModelCache | None = None) -> None:
+        self.cache = cache or ModelCache()
 
     def is_loaded(self, model_dir: Path) -> bool:
-        return self._key(model_dir) in _models
+        return self.cache.is_loaded(self._key(model_dir))
 
-    def _model(self, model_dir: Path):
+    def _load(self, model_dir: Path, device: str, compute_type: str):
         from faster_whisper import WhisperModel
+        import faster_whisper.transcribe
 
-        key = self._key(model_dir)
-        with _lock:
-            if key not in _models:
-                if not (model_dir / "model.bin").is_file():
-                    raise EngineUnavailable(f"no CTranslate2 weights in {model_dir}")
-                model = WhisperModel(
-                    str(model_dir),
-                    device=key[1],
-                    compute_type=key[2],
-                    cpu_threads=settings.WHISPER_CPU_THREADS,
-                )
-                model.feature_extractor = _chunked_extractor(model)
-                import faster_whisper.transcribe
-
-                faster_whisper.transcribe.tqdm = _WindowProgress
-                _models[key] = model
-            return _models[key]
+        if not (model_dir / "model.bin").is_file():
+            raise EngineUnavailable(f"no CTranslate2 weights in {model_dir}")
+        model = WhisperModel(str(model_dir), device=device, compute_type=compute_type,
+                             cpu_threads=settings.WHISPER_CPU_THREADS)
+        model.feature_extractor = _chunked_extractor(model)
+        faster_whisper.transcribe.tqdm = _WindowProgress
+        return model
 
     def transcribe(
         self, model_dir: Path, audio: np.ndarray, options: DecodeOptions, progress: ProgressCallback
     ) -> Transcript:
-        model = self._model(model_dir)
+        key = self._key(model_dir)
+        with self.cache.use(key, lambda: self._load(model_dir, key[2], key[3])) as model:
+            return self._transcribe(model, audio, options, progress)
+
+    def _transcribe(self, model, audio: np.ndarray, options: DecodeOptions,
+                    progress: ProgressCallback) -> Transcript:
         kwargs = dict(
             language=options.language,
             task=options.task,

@@ -12,9 +12,9 @@ from types import SimpleNamespace
 import numpy as np
 
 from . import melspec
+from .cache import ModelCache
 from .base import DecodeOptions, EngineUnavailable, ProgressCallback, Segment, Transcript, Word
 
-_models: dict[tuple[str, str], object] = {}
 # mlx-whisper keeps its model in a class attribute and reports progress through a module-level
 # tqdm, so one transcription at a time per process: the lock makes that explicit.
 _lock = threading.RLock()
@@ -77,28 +77,39 @@ class MLXEngine:
     def _dtype_name(self) -> str:
         return "float16" if on_metal() else "float32"
 
-    def is_loaded(self, model_dir: Path) -> bool:
-        return (str(model_dir), self._dtype_name()) in _models
+    def __init__(self, cache: ModelCache | None = None) -> None:
+        self.cache = cache or ModelCache()
 
-    def _model(self, model_dir: Path):
+    def is_loaded(self, model_dir: Path) -> bool:
+        return self.cache.is_loaded((self.name, str(model_dir), self._dtype_name()))
+
+    @staticmethod
+    def _load(model_dir: Path, dtype: str):
         import mlx.core as mx
         from mlx_whisper.load_models import load_model
 
-        key = (str(model_dir), self._dtype_name())
-        if key not in _models:
-            if not (model_dir / "config.json").is_file() or not any(
-                (model_dir / f).is_file() for f in ("weights.safetensors", "weights.npz")
-            ):
-                raise EngineUnavailable(f"no MLX weights in {model_dir}")
-            _models[key] = load_model(str(model_dir), dtype=getattr(mx, key[1]))
-        return _models[key]
+        if not (model_dir / "config.json").is_file() or not any(
+            (model_dir / f).is_file() for f in ("weights.safetensors", "weights.npz")
+        ):
+            raise EngineUnavailable(f"no MLX weights in {model_dir}")
+        return load_model(str(model_dir), dtype=getattr(mx, dtype))
+
+    @staticmethod
+    def _release(model) -> None:
+        """mlx-whisper's holder keeps the last model too; MLX keeps freed buffers for reuse."""
+        import mlx.core as mx
+
+        module = importlib.import_module("mlx_whisper.transcribe")
+        if module.ModelHolder.model is model:
+            module.ModelHolder.model = module.ModelHolder.model_path = None
+        mx.clear_cache()
 
     def transcribe(
         self, model_dir: Path, audio: np.ndarray, options: DecodeOptions, progress: ProgressCallback
     ) -> Transcript:
         module = importlib.import_module("mlx_whisper.transcribe")
-        with _lock:
-            model = self._model(model_dir)
+        key = (self.name, str(model_dir), self._dtype_name())
+        with _lock, self.cache.use(key, lambda: self._load(model_dir, key[2]), self._release) as model:
             # Hand our cached model to mlx-whisper's holder so it never reloads from disk.
             module.ModelHolder.model = model
             module.ModelHolder.model_path = str(model_dir)
