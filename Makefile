@@ -8,9 +8,14 @@ ADDR   ?= 127.0.0.1:8000
 
 .PHONY: run test test-ffmpeg-wheel setup venv models-test browser bench clean
 
+# Packages whose declared dependencies are not all needed (requirements.txt says why), each on a
+# line "#no-deps <name>==<version>": installed with --no-deps after the rest.
+NO_DEPS := $(shell sed -n 's/^\#no-deps //p' requirements.txt)
+
 $(STAMP): requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps $(NO_DEPS)
 	touch $(STAMP)
 
 venv: $(STAMP)
