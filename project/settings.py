@@ -45,6 +45,8 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
+    # django-ninja's own copy of Swagger UI for /docs (without it the page loads it from a CDN).
+    "ninja",
     # transcription before djhuey: its run_huey (announces the worker, stops it cleanly) wins.
     "transcription",
     "huey.contrib.djhuey",

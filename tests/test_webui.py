@@ -28,7 +28,7 @@ DEFAULT_OPTIONS = TranscribeOptions().model_dump(exclude={"model", "engine", "wa
 def make_job(name: str = "talk.flac", source: Path | None = None, status: str = "queued",
              result: dict | None = None, **fields) -> Job:
     """A job row in the given state, moved there by the model's own transitions."""
-    rel = f"uploads/{uuid.uuid4()}_{name}"
+    rel = f"uploads/{uuid.uuid4()}{Path(name).suffix}"  # any name fits the file system
     path = Path(settings.MEDIA_ROOT) / rel
     path.parent.mkdir(parents=True, exist_ok=True)
     if source:
@@ -570,3 +570,16 @@ def test_history_and_pages_in_russian_in_the_browser(pages):
     assert page.inner_text(".dropzone strong") == "Перетащите сюда аудио- или видеофайлы"
     assert page.inner_text("label[for=id_language]") == "Язык"
     check_accessible_basics(page)
+
+
+@pytest.mark.integration
+@pytest.mark.django_db(transaction=True)
+def test_api_docs_page_works_offline(pages):
+    """The nav bar's "API" link: Swagger UI from the app's own static files, no CDN."""
+    page = pages.open("/")
+    page.click("nav a:text-is('API')")
+    page.wait_for_selector(".opblock-summary-path[data-path='/transcribe']")
+    assert page.locator(".opblock-post .opblock-summary-path[data-path='/transcribe']").count() == 1
+    assert page.locator(".opblock-get .opblock-summary-path[data-path='/job/{job_id}']").count() == 1
+    assert page.inner_text(".information-container .title").startswith("Whisper transcription service")
+    # and the pages fixture fails the test if anything was asked of another host
