@@ -224,6 +224,21 @@ def test_admin_model_and_field_names_are_translated(admin_client):
 
 
 @pytest.mark.django_db
+@pytest.mark.parametrize("next_url", ["https://evil.example/", "//evil.example/admin/", "javascript:alert(1)"])
+def test_login_with_an_unsafe_next_lands_on_the_front_page(client, admin_user, next_url):
+    response = client.post(f"/admin/login/?next={next_url}", {"username": "admin", "password": "password"})
+    assert response.status_code == 302 and response["Location"] == "/"
+    assert client.get(response["Location"]).status_code == 200
+    # a safe one is still followed, and none at all goes to the admin's index as before
+    client.logout()
+    safe = client.post("/admin/login/?next=/jobs/", {"username": "admin", "password": "password"})
+    assert safe["Location"] == "/jobs/"
+    client.logout()
+    assert client.post("/admin/login/", {"username": "admin", "password": "password",
+                                         "next": "/admin/"})["Location"] == "/admin/"
+
+
+@pytest.mark.django_db
 def test_make_run_says_how_to_create_the_first_admin_user(django_user_model):
     out = io.StringIO()
     call_command("ensure_admin", "--url", "http://127.0.0.1:8000/admin/", "--no-input", stdout=out)
