@@ -173,11 +173,12 @@ def test_bad_requests_get_a_clear_4xx_and_leave_no_job(service, clips, clip, fie
     assert not Job.objects.filter(status__in=["queued", "running"]).exists()
 
 
-def test_health_checks_every_dependency(service):
+def test_health_checks_every_dependency(service, worker):
     body = _ok(requests.get(f"{service}/health", timeout=30))
     assert body["status"] == "ok"
     checks = body["checks"]
-    assert set(checks) == {"database", "queue", "ffmpeg", "engine", "models"}
+    assert set(checks) == {"database", "queue", "workers", "ffmpeg", "engine", "models"}
+    assert checks["workers"]["alive"] >= 1 and checks["workers"]["workers"][0]["name"].endswith(":" + str(worker.pid))
     assert checks["ffmpeg"]["version"].startswith("ffmpeg version")
     assert checks["queue"]["backend"] == "SqliteHuey"
     assert "base" in checks["models"]["installed"]

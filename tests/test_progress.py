@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from tests.conftest import REPO, deployment_env
 from transcription import services
+from transcription.services import pipeline
 from transcription.models import Job
 from transcription.schemas import TranscribeOptions
 
@@ -28,7 +29,7 @@ class Clock:
 def running(clips, monkeypatch):
     """A running job whose progress reports are timed by a clock the test moves."""
     clock = Clock()
-    monkeypatch.setattr(services.time, "monotonic", clock)
+    monkeypatch.setattr(pipeline.time, "monotonic", clock)
     job = services.create_job(SimpleUploadedFile("jfk.mp3", clips["mp3"].read_bytes()),
                               TranscribeOptions(language="en", model="base", engine="ctranslate2"))
     job.start("ctranslate2", "base", worker=services.worker_id())
@@ -43,7 +44,7 @@ def _done(seconds: float, inference: float, model: str = "base") -> None:
 @pytest.mark.django_db
 def test_the_estimate_is_this_jobs_own_speed_since_decoding_began(running):
     job, clock = running
-    report = services._Progress(job, audio_seconds=600)
+    report = pipeline._Progress(job, audio_seconds=600)
     clock.now += 25  # loading the model and converting: not decoding speed
     report(0.0)
     job.refresh_from_db()
@@ -60,7 +61,7 @@ def test_before_the_first_window_the_estimate_comes_from_recent_jobs_of_the_mode
     for rtf in (0.10, 0.12, 0.50):  # median 0.12
         _done(100, 100 * rtf)
     _done(100, 90, model="large")  # another model's speed says nothing about this one
-    report = services._Progress(job, audio_seconds=600)
+    report = pipeline._Progress(job, audio_seconds=600)
     report(0.0)
     job.refresh_from_db()
     assert job.eta_seconds == pytest.approx(72, abs=1)
@@ -69,7 +70,7 @@ def test_before_the_first_window_the_estimate_comes_from_recent_jobs_of_the_mode
 @pytest.mark.django_db
 def test_the_estimate_is_gone_once_the_job_is_not_running(running):
     job, clock = running
-    report = services._Progress(job, audio_seconds=60)
+    report = pipeline._Progress(job, audio_seconds=60)
     report(0.0)
     clock.now += 5
     report(0.5)

@@ -15,6 +15,7 @@ from django.utils import timezone
 from tests.conftest import REPO, deployment_env, post_file
 from tests.processes import free_port, wait_up
 from transcription import services
+from transcription.services import pipeline, recovery
 from transcription.models import Job, Upload
 from transcription.schemas import TranscribeOptions
 
@@ -53,7 +54,7 @@ def test_reaper_enqueues_again_only_old_queued_jobs_whose_task_is_gone(clips, mo
     pending: list = []
     monkeypatch.setattr(HUEY, "pending", lambda: pending)
     enqueued = []
-    monkeypatch.setattr(services, "_enqueue", enqueued.append)
+    monkeypatch.setattr(recovery, "enqueue_job", enqueued.append)
     assert services.reap_stale_jobs()["reenqueued"] == 1 and [j.pk for j in enqueued] == [old.pk]
     pending.append(type("Task", (), {"args": (str(old.pk),)})())  # its task is in the queue now
     assert services.reap_stale_jobs()["reenqueued"] == 0 and len(enqueued) == 1
@@ -90,7 +91,7 @@ def test_a_stopping_worker_hands_back_only_its_own_jobs_with_the_attempt_refunde
     try:
         assert services.stop_running_jobs(timeout=0) == 1
     finally:
-        services._stopping.clear()  # this test process goes on running jobs
+        pipeline._stopping.clear()  # this test process goes on running jobs
     mine.refresh_from_db()
     theirs.refresh_from_db()
     assert mine.status == "queued" and mine.attempts == 0
@@ -116,7 +117,7 @@ def test_heartbeat_thread_keeps_the_job_alive_and_stops_when_the_job_is_taken_aw
     settings.JOB_HEARTBEAT_SECONDS = 0.1
     job = _started_long_ago(_job(clips), worker=services.worker_id())
     old = job.heartbeat_at
-    beat = services._Heartbeat(job)
+    beat = pipeline._Heartbeat(job)
     try:
         time.sleep(0.5)
         job.refresh_from_db()

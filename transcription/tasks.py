@@ -7,19 +7,21 @@ from django.conf import settings
 from huey import crontab
 from huey.contrib.djhuey import HUEY, db_periodic_task, db_task, on_startup
 
-from . import services
-
 log = logging.getLogger("transcription")
 
 
 @db_task(retries=0)
 def transcribe_job(job_id: str) -> None:
+    from . import services  # services enqueue these tasks: imported here, no import cycle
+
     services.run_job(job_id)
 
 
 @db_periodic_task(crontab(minute="*"))
 def reap_stale_jobs() -> None:
     """Every minute, on whichever consumer gets it: requeue jobs whose worker died."""
+    from . import services
+
     services.reap_stale_jobs()
 
 
@@ -36,6 +38,8 @@ def _consumer_started() -> None:
     if _started:
         return
     _started = True
+    from . import services
+
     counts = services.reap_stale_jobs()
     log.info("event=consumer_started worker=%s requeued=%d failed=%d reenqueued=%d", services.worker_id(),
              counts["requeued"], counts["failed"], counts["reenqueued"])

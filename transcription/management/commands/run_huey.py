@@ -22,7 +22,8 @@ class Command(HueyCommand):
     def handle(self, *args, **options):
         threads = options.get("workers") or settings.HUEY.get("consumer", {}).get("workers", 1)
         queue = f"{type(HUEY).__name__}:{HUEY.name}"
-        with services.WorkerPresence(threads=int(threads), queue=queue) as presence:
+        with services.WorkerPresence(threads=int(threads), queue=queue,
+                                     every_beat=services.release_idle_models) as presence:
             try:
                 super().handle(*args, **options)
             finally:

@@ -1,0 +1,19 @@
+"""Business rules, in rooms along the web/worker line: intake (plan, create, batch, retry, cancel,
+wait), pipeline (run a job; the only module that runs an engine), recovery (workers' heartbeats,
+reaper, hand-back), housekeeping (delete, purge), health, results.
+
+Views, API handlers, admin actions, commands and tasks call `services.<name>` and nothing else."""
+from .base import ServiceError, worker_id
+from .health import health, models_listing
+from .housekeeping import delete_jobs, delete_uploads, media_path, purge
+from .intake import MAX_BATCH_FILES, batch_summary, cancel, create_batch, create_job, plan, retry, wait_for
+from .pipeline import release_idle_models, run_job, stop_running_jobs
+from .recovery import NO_WORKER, WorkerPresence, reap_stale_jobs, workers_available
+from .results import CONTENT_TYPES, result_file
+
+__all__ = [
+    "CONTENT_TYPES", "MAX_BATCH_FILES", "NO_WORKER", "ServiceError", "WorkerPresence", "batch_summary", "cancel",
+    "create_batch", "create_job", "delete_jobs", "delete_uploads", "health", "media_path", "models_listing",
+    "plan", "purge", "reap_stale_jobs", "release_idle_models", "result_file", "retry", "run_job",
+    "stop_running_jobs", "wait_for", "worker_id", "workers_available",
+]

@@ -1,0 +1,42 @@
+"""What every service module shares: the refusal a caller turns into an HTTP answer, who this
+worker process is, and handing a committed job to the queue."""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+
+from ..models import Job, TransitionError
+
+log = logging.getLogger("transcription")
+
+
+class ServiceError(Exception):
+    """A request the service refuses; `status` is the HTTP status, `message` says why."""
+
+    def __init__(self, status: int, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.field = field
+
+
+
+def worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def enqueue_job(job: Job) -> None:
+    """Hand a committed job to Huey; if the queue is down, the job fails and the caller gets 503."""
+    from ..tasks import transcribe_job
+
+    try:
+        transcribe_job(str(job.id))
+    except Exception as exc:  # Redis/SQLite errors of many classes: all mean "queue unavailable"
+        reason = f"the job queue is unavailable ({type(exc).__name__}: {str(exc)[:200]})"
+        try:
+            job.fail(reason, "queue_unavailable")
+        except TransitionError:
+            pass
+        log.error("job=%s event=enqueue_failed reason=%r", job.id, reason)
+        raise ServiceError(503, f"{reason}; try again later") from None

@@ -1,0 +1,319 @@
+"""Intake (web side): plan a request against what is installed, store the upload, create and
+queue jobs and batches, run one again, cancel one, wait for one."""
+from __future__ import annotations
+
+import os
+import shutil
+import time
+import uuid
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from django.conf import settings
+from django.core.files.uploadedfile import UploadedFile
+from django.db import transaction
+
+from .. import audio, engines, modelstore
+from ..engines import DecodeOptions, EngineUnavailable
+from ..languages import AUTO
+from ..models import Batch, Job, TransitionError, Upload
+from ..schemas import TranscribeOptions, parse_suppress_tokens, parse_temperature
+from ..uploads import check_extension, safe_name, shown_name
+from .base import ServiceError, enqueue_job, log
+from .recovery import workers_available
+
+# --- choosing model, engine and decoding options ---------------------------------------------
+
+
+@dataclass(frozen=True)
+class Plan:
+    model: str
+    engine: str
+    decode: DecodeOptions
+
+
+def plan(options: TranscribeOptions) -> Plan:
+    """Check the options against what is installed and what the engine can do."""
+    installed = modelstore.installed_names()
+    name = options.model or modelstore.default_model()
+    if name is None:
+        raise ServiceError(
+            503, "no Whisper model is installed; run: python manage.py install_model base", "model"
+        )
+    if name not in modelstore.SPECS:
+        raise ServiceError(
+            422,
+            f"unknown model {name!r}; installed models: {', '.join(installed) or 'none'}"
+            f" (known: {', '.join(modelstore.NAMES)})",
+            "model",
+        )
+    if name not in installed:
+        raise ServiceError(
+            422,
+            f"model {name!r} is not installed; installed models: {', '.join(installed) or 'none'}."
+            f" Install it with: python manage.py install_model {name}",
+            "model",
+        )
+    try:
+        engine_name = engines.resolve_engine_name(options.engine)
+        engine = engines.get_engine(engine_name)
+    except (ValueError, EngineUnavailable) as exc:
+        raise ServiceError(422, str(exc), "engine") from None
+    if engine_name not in modelstore.installed_engines(name):
+        raise ServiceError(
+            422,
+            f"model {name!r} is installed for {', '.join(modelstore.installed_engines(name))} only,"
+            f" not for the {engine_name} engine",
+            "engine",
+        )
+    spec = modelstore.spec(name)
+    language = None if options.language == AUTO else options.language
+    if not spec.multilingual:
+        if language not in (None, "en"):
+            raise ServiceError(
+                422, f"model {name!r} is English-only; use language=en or auto, or a multilingual model",
+                "language",
+            )
+        if options.task == "translate":
+            raise ServiceError(422, f"model {name!r} is English-only and cannot translate", "task")
+    hst = options.hallucination_silence_threshold
+    decode = DecodeOptions(
+        language=language,
+        task=options.task,
+        word_timestamps=options.word_timestamps,
+        condition_on_previous_text=options.condition_on_previous_text,
+        no_speech_threshold=options.no_speech_threshold,
+        hallucination_silence_threshold=hst if hst else None,
+        beam_size=options.beam_size,
+        best_of=options.best_of,
+        patience=options.patience,
+        length_penalty=options.length_penalty,
+        temperature=parse_temperature(options.temperature),
+        initial_prompt=options.initial_prompt or None,
+        suppress_tokens=parse_suppress_tokens(options.suppress_tokens),
+        without_timestamps=options.no_timestamps,
+        compression_ratio_threshold=options.compression_ratio_threshold,
+        logprob_threshold=options.logprob_threshold,
+    )
+    problems = engine.unsupported(decode)
+    if problems:
+        raise ServiceError(422, "; ".join(problems), "engine")
+    return Plan(model=name, engine=engine_name, decode=decode)
+
+
+def decode_options(job: Job) -> DecodeOptions:
+    """Rebuild a job's decoding options from its stored request (validated on the way in)."""
+    return plan(TranscribeOptions(**{**job.options, "model": job.requested_model,
+                                     "engine": job.requested_engine})).decode
+
+
+# --- creating a job ----------------------------------------------------------------------------
+
+
+def media(rel: str) -> Path:
+    return Path(settings.MEDIA_ROOT) / rel
+
+
+def _check_file(uploaded: UploadedFile, field: str = "file") -> None:
+    check_extension(uploaded.name or "", field)  # UploadRejected(415) reaches the caller as is
+    if not uploaded.size:
+        raise ServiceError(400, f"{shown_name(uploaded.name)}: the uploaded file is empty (0 bytes)", field)
+
+
+@dataclass
+class _Stored:
+    """An upload moved into MEDIA_ROOT and probed, not yet recorded."""
+
+    job_id: uuid.UUID
+    name: str
+    rel: str
+    path: Path
+    probe: audio.Probe
+    sha256: str
+    content_type: str
+
+    def record(self) -> Upload:
+        return Upload.objects.create(
+            original_name=self.name[:255], stored_path=self.rel, size=self.path.stat().st_size,
+            content_type=self.content_type[:100], sha256=self.sha256, duration=self.probe.duration,
+        )
+
+
+def _store(uploaded: UploadedFile, field: str = "file") -> _Stored:
+    """Move the streamed upload under MEDIA_ROOT and check that FFmpeg finds audio in it."""
+    name = uploaded.name or ""
+    job_id = uuid.uuid4()
+    rel = f"uploads/{job_id}_{safe_name(name)}"
+    target = media(rel)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if hasattr(uploaded, "temporary_file_path"):
+        shutil.move(uploaded.temporary_file_path(), target)
+    else:
+        with open(target, "wb") as out:
+            for chunk in uploaded.chunks():
+                out.write(chunk)
+    if settings.FILE_UPLOAD_PERMISSIONS is not None:
+        # As Django's file storage does: the temp file's 0600 would otherwise travel with the move.
+        os.chmod(target, settings.FILE_UPLOAD_PERMISSIONS)
+    try:
+        probed = audio.probe(target)
+        probed = replace(probed, duration=audio.check_duration(target, probed))
+        sha = getattr(uploaded, "sha256", "") or _sha256(target)
+    except audio.AudioError as exc:
+        target.unlink(missing_ok=True)
+        raise ServiceError(422, f"{shown_name(name)}: {exc}", field) from None
+    except BaseException:
+        target.unlink(missing_ok=True)
+        raise
+    return _Stored(job_id, name, rel, target, probed, sha, getattr(uploaded, "content_type", "") or "")
+
+
+def create_job(uploaded: UploadedFile, options: TranscribeOptions, enqueue: bool = True) -> Job:
+    """Validate the file and the options, store the upload, and queue a job for it.
+
+    With enqueue=False the job is only recorded: the caller runs it itself (run_job)."""
+    _check_file(uploaded)
+    chosen = plan(options)
+    stored = _store(uploaded)
+    try:
+        with transaction.atomic():
+            return _queue(stored.record(), options, chosen, stored.job_id, enqueue=enqueue)
+    except BaseException:
+        stored.path.unlink(missing_ok=True)
+        raise
+
+
+MAX_BATCH_FILES = 100
+
+
+def create_batch(files: list[UploadedFile], options: TranscribeOptions) -> Batch:
+    """All files or none: each is checked and stored before any job is queued."""
+    if not files:
+        raise ServiceError(422, "send at least one file (field 'files')", "files")
+    if len(files) > MAX_BATCH_FILES:
+        raise ServiceError(422, f"at most {MAX_BATCH_FILES} files per batch", "files")
+    for uploaded in files:
+        _check_file(uploaded, "files")
+    chosen = plan(options)
+    stored: list[_Stored] = []
+    try:
+        for uploaded in files:
+            stored.append(_store(uploaded, "files"))
+        with transaction.atomic():
+            batch = Batch.objects.create(options=options.model_dump(exclude={"wait"}))
+            for item in stored:
+                _queue(item.record(), options, chosen, item.job_id, batch)
+    except BaseException:
+        for item in stored:
+            item.path.unlink(missing_ok=True)
+        raise
+    log.info("batch=%s event=queued files=%d", batch.id, len(stored))
+    return batch
+
+
+def batch_summary(batch: Batch) -> dict:
+    """Aggregate status and progress of a batch's jobs."""
+    jobs = list(batch.jobs.select_related("upload").order_by("created_at", "id"))
+    counts = {status: 0 for status in Job.Status.values}
+    for job in jobs:
+        counts[job.status] += 1
+    total = len(jobs)
+    if counts["done"] == total:
+        status = "done"
+    elif counts["queued"] == total:
+        status = "queued"
+    elif counts["queued"] or counts["running"]:
+        status = "running"
+    elif counts["done"]:
+        status = "partial"
+    else:
+        status = "failed"
+    return {
+        "batch_id": batch.id,
+        "status": status,
+        "progress": round(sum(j.progress for j in jobs) / total, 1) if total else 0.0,
+        "counts": counts,
+        "created_at": batch.created_at,
+        "jobs": [{"job_id": j.id, "file": j.upload.original_name, "status": j.status,
+                  "progress": j.progress, "error": j.error or None} for j in jobs],
+    }
+
+
+def retry(job: Job, options: TranscribeOptions | None = None) -> Job:
+    """A new job on the same upload, with the old job's options or new ones."""
+    if options is None:
+        options = TranscribeOptions(**{**job.options, "model": job.requested_model,
+                                       "engine": job.requested_engine})
+    if not Path(settings.MEDIA_ROOT, job.upload.stored_path).is_file():
+        raise ServiceError(410, f"the uploaded file of job {job.id} is no longer stored")
+    chosen = plan(options)
+    with transaction.atomic():
+        return _queue(job.upload, options, chosen, uuid.uuid4())
+
+
+def _queue(upload: Upload, options: TranscribeOptions, chosen: Plan, job_id: uuid.UUID,
+           batch: Batch | None = None, enqueue: bool = True) -> Job:
+    """Create the job row; it is handed to the queue once the transaction commits."""
+    job = Job.objects.create(
+        id=job_id,
+        upload=upload,
+        batch=batch,
+        options=options.model_dump(exclude={"model", "engine", "wait"}),
+        requested_model=chosen.model,
+        requested_engine=chosen.engine,
+    )
+    if enqueue:
+        transaction.on_commit(lambda: enqueue_job(job))
+    log.info("job=%s event=queued file=%r size=%d model=%s engine=%s", job.id, upload.original_name,
+             upload.size, chosen.model, chosen.engine)
+    return job
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1024 * 1024), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# --- waiting, cancelling, reading ----------------------------------------------------------------
+
+
+def wait_for(job: Job, timeout: float, poll: float = 0.2) -> Job:
+    """Block until the job reaches a final state or `timeout` seconds pass; returns it fresh.
+
+    Returns early while the job is queued and no worker is alive to take it: a thread held for
+    an hour for a job nobody runs helps no one."""
+    deadline = time.monotonic() + timeout
+    next_worker_check = 0.0
+    while True:
+        job.refresh_from_db()
+        now = time.monotonic()
+        if job.is_final or now >= deadline:
+            return job
+        if job.status == Job.Status.QUEUED and now >= next_worker_check:
+            if not workers_available():
+                return job
+            next_worker_check = now + settings.JOB_HEARTBEAT_SECONDS
+        time.sleep(min(poll, max(0.0, deadline - now)))
+        poll = min(poll * 1.5, 1.0)
+
+
+ALREADY = {
+    Job.Status.CANCELLED: "job {id} was already cancelled",
+    Job.Status.DONE: "job {id} is already done; there is nothing to cancel",
+    Job.Status.FAILED: "job {id} already failed; there is nothing to cancel",
+}
+
+
+def cancel(job: Job) -> Job:
+    try:
+        job.cancel()
+        log.info("job=%s event=cancel_requested", job.id)
+    except TransitionError as exc:
+        message = ALREADY.get(job.status, "{error}").format(id=job.id, error=exc)
+        raise ServiceError(409, message) from None
+    return job

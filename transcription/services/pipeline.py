@@ -1,0 +1,347 @@
+"""Pipeline (worker side): run one job from the stored upload to the stored result, reporting
+progress, heartbeats and checkpoints where it is cancelled or handed back. The only module that
+runs an engine."""
+from __future__ import annotations
+
+import shutil
+import tempfile
+import threading
+import time
+from dataclasses import replace
+from datetime import timedelta
+from pathlib import Path
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.utils import timezone
+
+from .. import audio, engines, formats, modelstore
+from ..engines import Cancelled, Transcript
+from ..models import Job, TransitionError
+from .base import ServiceError, enqueue_job, log, worker_id
+from .intake import decode_options, media
+
+# --- running a job (in the worker) ---------------------------------------------------------------
+
+
+class _Progress:
+    """Turns the engine's fraction decoded into throttled row updates with an estimate of the
+    finish, and into the checkpoints where a job is cancelled or handed back."""
+
+    def __init__(self, job: Job, audio_seconds: float, min_interval: float = 0.5) -> None:
+        self.job = job
+        self.min_interval = min_interval
+        self.last_write = 0.0
+        self.last_percent = -1.0
+        self.began: float | None = None  # when decoding started (the first report)
+        # Before this job has decoded anything: the speed recent jobs of this model measured.
+        rtf = typical_rtf(job.model, job.engine)
+        self.prior = audio_seconds * rtf if rtf is not None else None
+
+    def __call__(self, fraction: float) -> None:
+        if _stopping.is_set():  # the worker is shutting down: hand the job back at this boundary
+            raise HandBack()
+        now = time.monotonic()
+        self.began = now if self.began is None else self.began
+        fraction = max(0.0, min(1.0, fraction))
+        percent = round(99.0 * fraction, 1)  # 100 only when the result exists
+        if now - self.last_write < self.min_interval and percent - self.last_percent < 5:
+            return
+        self.last_write = now
+        self.last_percent = percent
+        if self.job.should_stop():
+            raise Cancelled()
+        self.job.set_progress(percent, self._finish(now, fraction))
+
+    def _finish(self, now: float, fraction: float):
+        """When decoding should end: from this job's own speed once it has one, else the prior."""
+        elapsed = now - self.began
+        if fraction >= 0.01 and elapsed > 0:
+            remaining = elapsed * (1.0 - fraction) / fraction
+        elif self.prior is not None:
+            remaining = max(0.0, self.prior - elapsed)
+        else:
+            return None
+        return timezone.now() + timedelta(seconds=remaining)
+
+
+def typical_rtf(model: str, engine: str, recent: int = 20) -> float | None:
+    """Median inference seconds per audio second of the last finished jobs of this model and
+    engine on any worker (None before the first)."""
+    rows = (Job.objects.filter(status=Job.Status.DONE, model=model, engine=engine, audio_duration__gt=5,
+                               inference_seconds__isnull=False)
+            .order_by("-finished_at").values_list("inference_seconds", "audio_duration")[:recent])
+    ratios = sorted(inference / duration for inference, duration in rows)
+    return ratios[len(ratios) // 2] if ratios else None
+
+
+class HandBack(Exception):
+    """Raised at a checkpoint of a running job when its worker is shutting down."""
+
+
+# Set when this process stops taking work (stop_running_jobs): each running job gives itself
+# back to the queue at its next checkpoint instead of being cut off mid-inference.
+_stopping = threading.Event()
+_running: set[str] = set()
+_running_changed = threading.Condition()
+_handed_back = 0  # jobs this process gave back to the queue while stopping
+
+
+def run_job(job_id: str) -> None:
+    """Convert, transcribe and store one queued job. Safe to call twice: only one run wins."""
+    if _stopping.is_set():  # taken from the queue as the worker stops: leave it there
+        _enqueue_quietly(job_id)
+        return
+    try:
+        job = Job.objects.select_related("upload").get(pk=job_id)
+    except Job.DoesNotExist:
+        log.warning("job=%s event=missing", job_id)
+        return
+    try:
+        job.start(engine=job.requested_engine, model=job.requested_model, worker=worker_id())
+    except TransitionError as exc:
+        log.info("job=%s event=skipped reason=%r", job_id, str(exc))
+        return
+    with _running_changed:
+        _running.add(job_id)
+    try:
+        _run_started(job)
+    finally:
+        with _running_changed:
+            _running.discard(job_id)
+            _running_changed.notify_all()
+
+
+def _run_started(job: Job) -> None:
+    log.info("job=%s event=started model=%s engine=%s worker=%s attempt=%d", job.id, job.model,
+             job.engine, job.worker, job.attempts)
+    work = Path(tempfile.mkdtemp(prefix=f"job-{job.id}-", dir=settings.FILE_UPLOAD_TEMP_DIR))
+    began = time.monotonic()
+    heartbeat = _Heartbeat(job)
+    try:
+        _transcribe(job, work)
+    except HandBack:
+        _hand_back(job)
+    except Cancelled:
+        log.info("job=%s event=cancelled seconds=%.2f", job.id, time.monotonic() - began)
+    except audio.AudioError as exc:
+        _fail(job, str(exc), "bad_audio")
+    except Exception as exc:  # the worker must outlive any one job; the row says what happened
+        log.exception("job=%s event=error", job.id)
+        first_line = (str(exc).strip().splitlines() or [""])[0][:300]
+        _fail(job, f"transcription failed: {type(exc).__name__}: {first_line}", "engine_error")
+    finally:
+        heartbeat.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+class _Heartbeat:
+    """Refreshes the job's heartbeat from a side thread while the engine works."""
+
+    def __init__(self, job: Job) -> None:
+        self.job = job
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"heartbeat-{job.id}", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.wait(settings.JOB_HEARTBEAT_SECONDS):
+                if not self.job.beat():
+                    return
+        except Exception:  # a missed beat is not fatal; the reaper's margin covers several
+            log.warning("job=%s event=heartbeat_failed", self.job.id, exc_info=True)
+        finally:
+            connection.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+def _hand_back(job: Job) -> bool:
+    """Give a job this process runs back to the queue, the interrupted attempt refunded."""
+    me = worker_id()
+    with transaction.atomic():
+        if not job.requeue(worker=me, refund=True):
+            return False
+        transaction.on_commit(lambda: enqueue_job(job))
+    global _handed_back
+    with _running_changed:
+        _handed_back += 1
+    log.warning("job=%s event=requeued reason=worker_shutdown worker=%s", job.id, me)
+    return True
+
+
+def _enqueue_quietly(job_id: str) -> None:
+    try:
+        job = Job.objects.get(pk=job_id, status=Job.Status.QUEUED)
+        enqueue_job(job)
+    except (Job.DoesNotExist, ServiceError):
+        pass  # gone, started elsewhere, or the queue is down (the reaper enqueues it later)
+
+
+def stop_running_jobs(timeout: float) -> int:
+    """At worker shutdown: every job this process runs gives itself back to the queue at its next
+    checkpoint (each window of audio decoded); wait up to `timeout` seconds for them, so that no
+    inference is cut off mid-call when the process exits. A job still running at the deadline is
+    handed back here. Returns how many jobs went back to the queue."""
+    before = _handed_back
+    _stopping.set()
+    deadline = time.monotonic() + timeout
+    with _running_changed:
+        while _running and time.monotonic() < deadline:
+            _running_changed.wait(min(1.0, max(0.0, deadline - time.monotonic())))
+    for job in Job.objects.filter(status=Job.Status.RUNNING, worker=worker_id()):
+        _hand_back(job)
+    return _handed_back - before
+
+
+
+
+def _fail(job: Job, reason: str, code: str) -> None:
+    try:
+        job.fail(reason, code)
+        log.info("job=%s event=failed code=%s reason=%r", job.id, code, reason)
+    except (TransitionError, Job.DoesNotExist):
+        pass
+
+
+def _transcribe(job: Job, work: Path) -> None:
+    options = job.options
+    source = media(job.upload.stored_path)
+    t0 = time.monotonic()
+    samples = audio.convert(source, work / "audio.f32")
+    conversion = time.monotonic() - t0
+    duration = len(samples) / audio.SAMPLE_RATE
+    trim = audio.Trim(0, len(samples))
+    if options.get("remove_silence", True):
+        trim = audio.find_speech_bounds(
+            samples, options.get("silence_threshold", -60.0), options.get("silence_duration", 0.5)
+        )
+    job.record(conversion_seconds=conversion, audio_duration=duration, silence_offset=trim.offset)
+    log.info("job=%s event=converted seconds=%.2f audio_seconds=%.2f trimmed_start=%.2f trimmed_end=%.2f",
+             job.id, conversion, duration, trim.offset, (len(samples) - trim.end) / audio.SAMPLE_RATE)
+
+    t1 = time.monotonic()
+    transcript = _transcribe_pieces(job, samples, trim)
+    inference = time.monotonic() - t1
+    del samples
+
+    result = build_result(job, transcript, trim.offset, duration,
+                          {"conversion_seconds": conversion, "inference_seconds": inference})
+    json_rel, text_rel = _write_results(job, result)
+    try:
+        job.finish(result, json_rel, text_rel, inference_seconds=inference,
+                   language=transcript.language[:16],
+                   language_probability=transcript.language_probability)
+    except (TransitionError, Job.DoesNotExist):  # cancelled or deleted meanwhile: keep nothing
+        for rel in (json_rel, text_rel):
+            media(rel).unlink(missing_ok=True)
+        raise Cancelled() from None
+    log.info("job=%s event=done model=%s engine=%s audio_seconds=%.2f conversion_seconds=%.2f"
+             " inference_seconds=%.2f rtf=%.3f", job.id, job.model, job.engine, duration,
+             conversion, inference, inference / duration if duration else 0.0)
+
+
+def _transcribe_pieces(job: Job, samples, trim: audio.Trim) -> Transcript:
+    """Run the engine over the kept audio, piece by piece for long files (bounded memory), with
+    segments moved onto the uploaded file's timeline."""
+    decode = decode_options(job)
+    if trim.end <= trim.start:  # nothing above the silence threshold: nothing to say
+        return Transcript(language=decode.language or "", language_probability=None, segments=[])
+    engine = engines.get_engine(job.engine)
+    model_path = modelstore.engine_dir(job.model, job.engine)
+    pieces = audio.split_points(samples, trim.start, trim.end, settings.WHISPER_WINDOW_SECONDS)
+    total = trim.end - trim.start
+    progress = _Progress(job, total / audio.SAMPLE_RATE)
+    segments: list = []
+    language, probability = decode.language, None
+    for first, last in pieces:
+        # Each piece starts fresh but for the user's prompt, as batched Whisper pipelines do:
+        # measured on the shared reading, feeding one piece's text to the next as its prompt made
+        # the model skip the next piece's last sentence.
+        options = replace(decode, language=language)
+        done = first - trim.start
+        piece = engine.transcribe(model_path, samples[first:last], options,
+                                  lambda f, done=done, size=last - first: progress((done + f * size) / total))
+        if decode.language is None and language is None:  # detected, in the first piece
+            probability = piece.language_probability
+        language = language or piece.language
+        for seg in piece.segments:
+            moved = seg.shifted(first / audio.SAMPLE_RATE)
+            moved.id = len(segments)
+            segments.append(moved)
+
+    if len(pieces) > 1:
+        log.info("job=%s event=transcribed pieces=%d", job.id, len(pieces))
+    return Transcript(language=language or "", language_probability=probability, segments=segments)
+
+
+def result_names(job: Job) -> tuple[str, str, str]:
+    """(uploaded_file, result .txt, result .json) names, as the specification shapes them."""
+    uploaded = Path(job.upload.stored_path).name
+    stem = Path(uploaded).stem
+    return uploaded, f"{stem}.txt", f"{stem}.json"
+
+
+def build_result(job: Job, transcript, offset: float, duration: float, timings: dict) -> dict:
+    uploaded, txt_name, _ = result_names(job)
+    opts = job.options
+    segments = []
+    for seg in transcript.segments:  # already on the uploaded file's timeline
+        row = {
+            "id": seg.id,
+            "start": round(seg.start, 3),
+            "end": round(seg.end, 3),
+            "text": seg.text.strip(),
+            "seek": seg.seek,
+            "tokens": seg.tokens,
+            "avg_logprob": seg.avg_logprob,
+            "no_speech_prob": seg.no_speech_prob,
+            "compression_ratio": seg.compression_ratio,
+            "temperature": seg.temperature,
+        }
+        if opts.get("word_timestamps") and seg.words is not None:
+            row["words"] = [
+                {"start": round(w.start, 3), "end": round(w.end, 3), "word": w.word,
+                 "probability": w.probability}
+                for w in seg.words
+            ]
+        segments.append(row)
+    result = {
+        "text": transcript.text,
+        "language": transcript.language,
+        "language_probability": transcript.language_probability,
+        "model": job.model,
+        "engine": job.engine,
+        "task": opts.get("task", "transcribe"),
+        "word_timestamps": opts.get("word_timestamps", True),
+        "condition_on_previous_text": opts.get("condition_on_previous_text", True),
+        "no_speech_threshold": opts.get("no_speech_threshold"),
+        "hallucination_silence_threshold": opts.get("hallucination_silence_threshold"),
+        "segments": segments,
+        "uploaded_file": uploaded,
+        "result_file": txt_name,
+        "job_id": str(job.id),
+        "duration": round(duration, 3),
+        "silence_offset": round(offset, 3),
+        "options": {**opts, "model": job.model, "engine": job.engine},
+        "timings": timings,
+    }
+    return formats.jsonable(result)
+
+
+def _write_results(job: Job, result: dict) -> tuple[str, str]:
+    _, txt_name, json_name = result_names(job)
+    text_rel, json_rel = f"results/{txt_name}", f"results/{json_name}"
+    mode = settings.FILE_UPLOAD_PERMISSIONS  # results are kept like uploads
+    formats.write_atomic(media(text_rel), formats.to_txt(result), mode)
+    formats.write_atomic(media(json_rel), formats.to_json(result), mode)
+    return json_rel, text_rel
+
+
+
+
+def release_idle_models() -> int:
+    """Models this process has not used for WHISPER_MODEL_TTL go (see engines/cache.py)."""
+    return engines.models.release_idle()

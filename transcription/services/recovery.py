@@ -1,0 +1,140 @@
+"""Recovery: workers announce themselves; the reaper requeues jobs whose worker went silent and
+enqueues again the queued jobs whose task was lost."""
+from __future__ import annotations
+
+import shutil
+import threading
+from datetime import timedelta
+from pathlib import Path
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from ..models import Job, Worker
+from .base import ServiceError, enqueue_job, log, worker_id
+
+class WorkerPresence:
+    """This consumer's row in the Worker table, refreshed by a side thread while it runs, so that
+    /health, the admin and a synchronous request know whether any worker will take a job."""
+
+    def __init__(self, threads: int, queue: str, every_beat=lambda: None) -> None:
+        self.name = worker_id()
+        self.every_beat = every_beat  # the worker's own periodic chores (releasing idle models)
+        self.threads = threads
+        self.queue = queue
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="worker-heartbeat", daemon=True)
+
+    def __enter__(self) -> "WorkerPresence":
+        self.beat()
+        self._thread.start()
+        log.info("event=worker_started worker=%s threads=%d queue=%s", self.name, self.threads, self.queue)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        try:
+            Worker.objects.filter(name=self.name).delete()
+        except Exception:  # the database is gone: the row goes stale, which says the same
+            log.warning("event=worker_row_not_removed worker=%s", self.name, exc_info=True)
+        finally:
+            connection.close()
+
+    def beat(self) -> None:
+        host, _, pid = self.name.rpartition(":")
+        Worker.objects.update_or_create(name=self.name, defaults={
+            "host": host[:100], "pid": int(pid), "threads": self.threads, "queue": self.queue[:100],
+            "seen_at": timezone.now()})
+
+    def _run(self) -> None:
+        while not self._stop.wait(settings.JOB_HEARTBEAT_SECONDS):
+            try:
+                self.every_beat()
+                self.beat()
+            except Exception:  # a missed beat is not fatal; three in a row make the worker look gone
+                log.warning("event=worker_heartbeat_failed worker=%s", self.name, exc_info=True)
+            finally:
+                connection.close()
+
+
+def workers_available() -> bool:
+    """Whether a job put in the queue now will be taken: a live consumer, or tasks run in-process."""
+    from huey.contrib.djhuey import HUEY
+
+    return HUEY.immediate or Worker.objects.alive().exists()
+
+
+NO_WORKER = ("no worker is running, so the job waits in the queue until one starts"
+             " (python manage.py run_huey, or make run)")
+
+
+
+def reap_stale_jobs() -> dict[str, int]:
+    """Requeue running jobs whose worker stopped beating (killed, machine lost); after
+    JOB_MAX_ATTEMPTS starts, fail them with the reason. Safe to run anywhere, any number of times."""
+    cutoff = timezone.now() - timedelta(seconds=settings.JOB_STALE_SECONDS)
+    counts = {"requeued": 0, "failed": 0}
+    stale = Job.objects.filter(status=Job.Status.RUNNING).filter(
+        Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True, started_at__lt=cutoff))
+    for job in stale:
+        if job.attempts >= settings.JOB_MAX_ATTEMPTS:
+            reason = (f"the worker stopped responding during each of {job.attempts} attempts"
+                      f" (last: {job.worker or 'unknown'}); giving up")
+            if Job.objects.filter(pk=job.pk, status=Job.Status.RUNNING, heartbeat_at=job.heartbeat_at
+                                  ).update(status=Job.Status.FAILED, error=reason, error_code="worker_lost",
+                                           finished_at=timezone.now()):
+                counts["failed"] += 1
+                log.warning("job=%s event=failed code=worker_lost attempts=%d", job.id, job.attempts)
+            continue
+        with transaction.atomic():
+            if job.requeue(expected_heartbeat=job.heartbeat_at):
+                transaction.on_commit(lambda job=job: enqueue_job(job))
+                counts["requeued"] += 1
+                log.warning("job=%s event=requeued reason=stale_heartbeat worker=%s attempts=%d",
+                            job.id, job.worker, job.attempts)
+    counts["reenqueued"] = _reenqueue_lost_tasks()
+    _remove_orphan_workdirs()
+    return counts
+
+
+def _reenqueue_lost_tasks() -> int:
+    """Queued jobs whose task is no longer in the queue get it again: a Redis restarted without
+    persistence, a deleted queue file or a queue shared by mistake with another deployment (whose
+    consumer takes the task and finds no such job) would otherwise leave them queued for ever.
+    Only jobs queued for JOB_STALE_SECONDS count, so an enqueue about to happen is not doubled;
+    a doubled task would be harmless anyway (only one run can start a job)."""
+    from huey.contrib.djhuey import HUEY
+
+    cutoff = timezone.now() - timedelta(seconds=settings.JOB_STALE_SECONDS)
+    waiting = list(Job.objects.filter(status=Job.Status.QUEUED, created_at__lt=cutoff))
+    if not waiting:
+        return 0
+    try:
+        pending = {str(task.args[0]) for task in HUEY.pending() if task.args}
+    except Exception as exc:  # the queue is down: nothing can be enqueued now; next round
+        log.warning("event=reenqueue_skipped reason=%r", f"{type(exc).__name__}: {exc}"[:200])
+        return 0
+    count = 0
+    for job in waiting:
+        if str(job.pk) in pending:
+            continue
+        try:
+            enqueue_job(job)
+        except ServiceError:
+            continue  # enqueue_job failed the job with the reason and logged it
+        count += 1
+        log.warning("job=%s event=reenqueued reason=task_lost", job.id)
+    return count
+
+
+def _remove_orphan_workdirs() -> None:
+    """Temporary audio of jobs that no worker on this machine runs any more (after a crash)."""
+    running = {str(pk) for pk in Job.objects.filter(status=Job.Status.RUNNING).values_list("pk", flat=True)}
+    for path in Path(settings.FILE_UPLOAD_TEMP_DIR).glob("job-*"):
+        job_id = path.name[len("job-"):len("job-") + 36]
+        if job_id not in running:
+            shutil.rmtree(path, ignore_errors=True)
+            log.info("job=%s event=workdir_removed path=%s", job_id, path)
