@@ -191,7 +191,7 @@ def transcribe(request: HttpRequest, file: UploadedFile = File(...),
     if job.status == Job.Status.DONE:
         return Status(200, job.result)
     if job.status == Job.Status.FAILED:
-        return Status(422 if job.error_code == "bad_audio" else 500, {"detail": job.error})
+        return Status(job.failure_status, {"detail": job.error})
     if job.status == Job.Status.CANCELLED:
         return Status(409, {"detail": f"job {job.id} was cancelled"})
     return Status(202, {"job_id": job.id, "status": job.status, "url": _url(request, f"/job/{job.id}")})
@@ -237,7 +237,7 @@ def job_status(request: HttpRequest, job_id: str):
         "finished_at": job.finished_at,
         "conversion_seconds": job.conversion_seconds,
         "inference_seconds": job.inference_seconds,
-        "duration": job.audio_duration or job.upload.duration,
+        "duration": job.duration,
         "error": job.error or None,
         "options": job.options,
         "batch_id": job.batch_id,

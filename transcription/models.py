@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 
+from django.conf import settings
 from django.db import models, transaction
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
@@ -29,6 +31,25 @@ class Upload(models.Model):
     def __str__(self) -> str:
         return self.original_name
 
+    @property
+    def path(self) -> Path | None:
+        """The stored file, if its recorded path lies inside MEDIA_ROOT (else None: never follow a
+        path out of it, whatever the row says)."""
+        return media_file(self.stored_path)
+
+    @property
+    def is_stored(self) -> bool:
+        return self.path is not None and self.path.is_file()
+
+
+def media_file(rel: str) -> Path | None:
+    """The file a path relative to MEDIA_ROOT names, if it lies inside MEDIA_ROOT."""
+    if not rel:
+        return None
+    root = Path(settings.MEDIA_ROOT).resolve()
+    path = (root / rel).resolve()
+    return path if root in path.parents else None
+
 
 class Batch(models.Model):
     """Several uploads sent together with one set of options; each file is its own job."""
@@ -44,6 +65,36 @@ class Batch(models.Model):
 
     def __str__(self) -> str:
         return str(self.id)
+
+    def counts(self) -> dict[str, int]:
+        """How many of its jobs are in each status (every status present, zeros included)."""
+        counts = dict.fromkeys(JobStatus.values, 0)
+        for row in self.jobs.values("status").annotate(n=models.Count("id")):
+            counts[row["status"]] = row["n"]
+        return counts
+
+    @property
+    def status(self) -> str:
+        """queued (nothing started), running, done (all done), partial (some failed or were
+        cancelled) or failed (none done)."""
+        counts = self.counts()
+        total = sum(counts.values())
+        if counts[JobStatus.DONE] == total:
+            return "done"
+        if counts[JobStatus.QUEUED] == total:
+            return "queued"
+        if counts[JobStatus.QUEUED] or counts[JobStatus.RUNNING]:
+            return "running"
+        return "partial" if counts[JobStatus.DONE] else "failed"
+
+
+class ErrorCode(models.TextChoices):
+    """Why a job failed: the input's fault, or the service's."""
+
+    BAD_AUDIO = "bad_audio", _("The file's audio cannot be used")
+    ENGINE_ERROR = "engine_error", _("The engine failed")
+    QUEUE_UNAVAILABLE = "queue_unavailable", _("The job queue was unavailable")
+    WORKER_LOST = "worker_lost", _("The worker stopped responding")
 
 
 class JobStatus(models.TextChoices):
@@ -62,6 +113,7 @@ class Job(models.Model):
     """One transcription of one upload with one set of options, and everything it produced."""
 
     Status = JobStatus
+    ErrorCode = ErrorCode
     FINAL = (JobStatus.DONE, JobStatus.FAILED, JobStatus.CANCELLED)
 
     id = models.UUIDField(_("id"), primary_key=True, default=uuid.uuid4, editable=False)
@@ -101,10 +153,7 @@ class Job(models.Model):
     error = models.TextField(_("error"), blank=True)
     worker = models.CharField(_("worker"), max_length=100, blank=True, help_text=_("host:pid running it."))
     heartbeat_at = models.DateTimeField(_("heartbeat at"), null=True, blank=True, db_index=True)
-    error_code = models.CharField(
-        _("error code"), max_length=20, blank=True,
-        help_text=_("bad_audio (the input's fault) or engine_error."),
-    )
+    error_code = models.CharField(_("error code"), max_length=20, blank=True, choices=ErrorCode.choices)
     attempts = models.PositiveIntegerField(_("attempts"), default=0)
 
     class Meta:
@@ -118,6 +167,31 @@ class Job(models.Model):
     @property
     def is_final(self) -> bool:
         return self.status in self.FINAL
+
+    @property
+    def duration(self) -> float | None:
+        """Seconds of audio: as decoded once the worker has it, else as FFmpeg's probe said."""
+        return self.audio_duration or self.upload.duration
+
+    @property
+    def rtf(self) -> float | None:
+        """Real-time factor: inference seconds per second of audio."""
+        duration = self.audio_duration
+        return self.inference_seconds / duration if self.inference_seconds and duration else None
+
+    @property
+    def failure_status(self) -> int:
+        """The HTTP status that reports this failed job: the input's fault is 422, ours 500."""
+        return 422 if self.error_code == ErrorCode.BAD_AUDIO else 500
+
+    @property
+    def api_path(self) -> str:
+        return f"/job/{self.pk}"
+
+    def get_absolute_url(self) -> str:
+        from django.urls import reverse
+
+        return reverse("webui:job", args=[self.pk])
 
     # State changes: each is one conditional UPDATE, so two processes can never both win.
     def _move(self, allowed: tuple[str, ...], **fields) -> None:
@@ -183,7 +257,16 @@ class Job(models.Model):
                 **timings,
             )
 
-    def fail(self, reason: str, code: str = "engine_error") -> None:
+    def fail(self, reason: str, code: str = ErrorCode.ENGINE_ERROR, *, expected_heartbeat=None) -> None:
+        """Fail the job with the reason; with `expected_heartbeat`, only if no heartbeat came since
+        (the reaper giving up on a worker that went silent, racing a worker that came back)."""
+        if expected_heartbeat is not None:
+            if not Job.objects.filter(pk=self.pk, status=JobStatus.RUNNING, heartbeat_at=expected_heartbeat
+                                      ).update(status=JobStatus.FAILED, finished_at=timezone.now(),
+                                               error=reason[:5000], error_code=code):
+                raise TransitionError(f"job {self.pk} moved on since its heartbeat at {expected_heartbeat}")
+            self.status, self.error, self.error_code = JobStatus.FAILED, reason[:5000], code
+            return
         self._move(
             (JobStatus.QUEUED, JobStatus.RUNNING),
             status=JobStatus.FAILED,

@@ -71,9 +71,8 @@ def _run(request: HttpRequest, file: UploadedFile, task: str, form, language: st
     )
     job = services.wait_for(services.create_job(file, options), settings.TRANSCRIBE_WAIT_SECONDS)
     if job.status != Job.Status.DONE:
-        status = 400 if job.error_code == "bad_audio" else 500
         message = job.error or f"job {job.id} did not finish (status {job.status})"
-        raise services.ServiceError(status if job.status == Job.Status.FAILED else 500, message)
+        raise services.ServiceError(job.failure_status if job.status == Job.Status.FAILED else 500, message)
     return _answer(job.result, form.response_format, task, granularities or ["segment"])
 
 

@@ -35,7 +35,7 @@ def enqueue_job(job: Job) -> None:
     except Exception as exc:  # Redis/SQLite errors of many classes: all mean "queue unavailable"
         reason = f"the job queue is unavailable ({type(exc).__name__}: {str(exc)[:200]})"
         try:
-            job.fail(reason, "queue_unavailable")
+            job.fail(reason, Job.ErrorCode.QUEUE_UNAVAILABLE)
         except TransitionError:
             pass
         log.error("job=%s event=enqueue_failed reason=%r", job.id, reason)

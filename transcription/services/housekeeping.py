@@ -4,28 +4,19 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
-from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from ..models import Batch, Job, Upload
+from ..models import Batch, Job, Upload, media_file
+from ..models import media_file as media_path  # noqa: F401  (services.media_path)
 from .base import ServiceError, log
 from .intake import cancel
 
 # --- deleting -----------------------------------------------------------------------------------------
 
 
-def media_path(rel: str) -> Path | None:
-    """The file a stored relative path names, if it lies inside MEDIA_ROOT."""
-    if not rel:
-        return None
-    root = Path(settings.MEDIA_ROOT).resolve()
-    path = (root / rel).resolve()
-    return path if root in path.parents else None
-
-
 def _job_files(job: Job) -> list[Path]:
-    return [p for p in (media_path(job.result_json_path), media_path(job.result_text_path)) if p]
+    return [p for p in (media_file(job.result_json_path), media_file(job.result_text_path)) if p]
 
 
 def _unlink_after_commit(paths: list[Path]) -> None:
@@ -60,7 +51,7 @@ def delete_jobs(jobs) -> None:
     with transaction.atomic():
         Job.objects.filter(pk__in=[job.pk for job in jobs]).delete()
         orphans = list(Upload.objects.filter(pk__in=upload_ids, jobs__isnull=True))
-        files += [p for p in (media_path(u.stored_path) for u in orphans) if p]
+        files += [p for p in (media_file(u.stored_path) for u in orphans) if p]
         Upload.objects.filter(pk__in=[u.pk for u in orphans]).delete()
         _unlink_after_commit(files)
 
@@ -70,7 +61,7 @@ def delete_uploads(uploads) -> None:
     uploads = list(uploads)
     jobs = list(Job.objects.filter(upload__in=uploads))
     _stop(jobs)
-    files = [p for p in (media_path(u.stored_path) for u in uploads) if p]
+    files = [p for p in (media_file(u.stored_path) for u in uploads) if p]
     files += [path for job in jobs for path in _job_files(job)]
     with transaction.atomic():
         Upload.objects.filter(pk__in=[u.pk for u in uploads]).delete()
@@ -90,7 +81,7 @@ def purge(older_than: timedelta, apply: bool = False) -> dict:
     recent = Job.objects.filter(created_at__gte=cutoff).values("upload_id")
     uploads = list(Upload.objects.filter(created_at__lt=cutoff).exclude(pk__in=busy).exclude(pk__in=recent)
                    .prefetch_related("jobs"))
-    files = [p for u in uploads for p in [media_path(u.stored_path)] + [f for j in u.jobs.all() for f in _job_files(j)]
+    files = [p for u in uploads for p in [media_file(u.stored_path)] + [f for j in u.jobs.all() for f in _job_files(j)]
              if p is not None and p.is_file()]
     report = {"uploads": len(uploads), "jobs": sum(len(u.jobs.all()) for u in uploads),
               "files": len(files), "bytes": sum(p.stat().st_size for p in files)}

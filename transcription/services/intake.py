@@ -214,25 +214,11 @@ def create_batch(files: list[UploadedFile], options: TranscribeOptions) -> Batch
 def batch_summary(batch: Batch) -> dict:
     """Aggregate status and progress of a batch's jobs."""
     jobs = list(batch.jobs.select_related("upload").order_by("created_at", "id"))
-    counts = {status: 0 for status in Job.Status.values}
-    for job in jobs:
-        counts[job.status] += 1
-    total = len(jobs)
-    if counts["done"] == total:
-        status = "done"
-    elif counts["queued"] == total:
-        status = "queued"
-    elif counts["queued"] or counts["running"]:
-        status = "running"
-    elif counts["done"]:
-        status = "partial"
-    else:
-        status = "failed"
     return {
         "batch_id": batch.id,
-        "status": status,
-        "progress": round(sum(j.progress for j in jobs) / total, 1) if total else 0.0,
-        "counts": counts,
+        "status": batch.status,
+        "progress": round(sum(j.progress for j in jobs) / len(jobs), 1) if jobs else 0.0,
+        "counts": batch.counts(),
         "created_at": batch.created_at,
         "jobs": [{"job_id": j.id, "file": j.upload.original_name, "status": j.status,
                   "progress": j.progress, "error": j.error or None} for j in jobs],

@@ -17,9 +17,9 @@ from django.utils import timezone
 
 from .. import audio, engines, formats, modelstore
 from ..engines import Cancelled, Transcript
-from ..models import Job, TransitionError
+from ..models import Job, TransitionError, media_file
 from .base import ServiceError, enqueue_job, log, worker_id
-from .intake import decode_options, media
+from .intake import decode_options
 
 # --- running a job (in the worker) ---------------------------------------------------------------
 
@@ -125,11 +125,11 @@ def _run_started(job: Job) -> None:
     except Cancelled:
         log.info("job=%s event=cancelled seconds=%.2f", job.id, time.monotonic() - began)
     except audio.AudioError as exc:
-        _fail(job, str(exc), "bad_audio")
+        _fail(job, str(exc), Job.ErrorCode.BAD_AUDIO)
     except Exception as exc:  # the worker must outlive any one job; the row says what happened
         log.exception("job=%s event=error", job.id)
         first_line = (str(exc).strip().splitlines() or [""])[0][:300]
-        _fail(job, f"transcription failed: {type(exc).__name__}: {first_line}", "engine_error")
+        _fail(job, f"transcription failed: {type(exc).__name__}: {first_line}", Job.ErrorCode.ENGINE_ERROR)
     finally:
         heartbeat.stop()
         shutil.rmtree(work, ignore_errors=True)
@@ -208,7 +208,9 @@ def _fail(job: Job, reason: str, code: str) -> None:
 
 def _transcribe(job: Job, work: Path) -> None:
     options = job.options
-    source = media(job.upload.stored_path)
+    source = job.upload.path
+    if source is None:  # a row pointing outside MEDIA_ROOT: treat as gone, never follow it
+        raise audio.AudioError(audio.GONE)
     t0 = time.monotonic()
     samples = audio.convert(source, work / "audio.f32")
     conversion = time.monotonic() - t0
@@ -236,7 +238,7 @@ def _transcribe(job: Job, work: Path) -> None:
                    language_probability=transcript.language_probability)
     except (TransitionError, Job.DoesNotExist):  # cancelled or deleted meanwhile: keep nothing
         for rel in (json_rel, text_rel):
-            media(rel).unlink(missing_ok=True)
+            media_file(rel).unlink(missing_ok=True)
         raise Cancelled() from None
     log.info("job=%s event=done model=%s engine=%s audio_seconds=%.2f conversion_seconds=%.2f"
              " inference_seconds=%.2f rtf=%.3f", job.id, job.model, job.engine, duration,
@@ -335,8 +337,8 @@ def _write_results(job: Job, result: dict) -> tuple[str, str]:
     _, txt_name, json_name = result_names(job)
     text_rel, json_rel = f"results/{txt_name}", f"results/{json_name}"
     mode = settings.FILE_UPLOAD_PERMISSIONS  # results are kept like uploads
-    formats.write_atomic(media(text_rel), formats.to_txt(result), mode)
-    formats.write_atomic(media(json_rel), formats.to_json(result), mode)
+    formats.write_atomic(media_file(text_rel), formats.to_txt(result), mode)
+    formats.write_atomic(media_file(json_rel), formats.to_json(result), mode)
     return json_rel, text_rel
 
 

@@ -12,7 +12,7 @@ from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from ..models import Job, Worker
+from ..models import Job, TransitionError, Worker
 from .base import ServiceError, enqueue_job, log, worker_id
 
 class WorkerPresence:
@@ -83,11 +83,12 @@ def reap_stale_jobs() -> dict[str, int]:
         if job.attempts >= settings.JOB_MAX_ATTEMPTS:
             reason = (f"the worker stopped responding during each of {job.attempts} attempts"
                       f" (last: {job.worker or 'unknown'}); giving up")
-            if Job.objects.filter(pk=job.pk, status=Job.Status.RUNNING, heartbeat_at=job.heartbeat_at
-                                  ).update(status=Job.Status.FAILED, error=reason, error_code="worker_lost",
-                                           finished_at=timezone.now()):
-                counts["failed"] += 1
-                log.warning("job=%s event=failed code=worker_lost attempts=%d", job.id, job.attempts)
+            try:
+                job.fail(reason, Job.ErrorCode.WORKER_LOST, expected_heartbeat=job.heartbeat_at)
+            except TransitionError:
+                continue  # it beat again, or ended, since we looked
+            counts["failed"] += 1
+            log.warning("job=%s event=failed code=worker_lost attempts=%d", job.id, job.attempts)
             continue
         with transaction.atomic():
             if job.requeue(expected_heartbeat=job.heartbeat_at):
