@@ -179,3 +179,16 @@ def test_a_subtitle_download_loads_no_inference_library_in_the_web_process(tmp_p
     out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, cwd=REPO)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "[]"  # mlx_whisper.writers pulled in mlx, numba, scipy
+
+
+def test_every_format_is_one_registry_entry_read_by_the_api_and_the_command_line(client, db):
+    from transcription.management.commands.transcribe import Command
+
+    assert formats.NAMES == ("txt", "srt", "vtt", "tsv", "json")
+    assert all(f.content_type.endswith("charset=utf-8") and f.extension == f.name for f in formats.REGISTRY.values())
+    assert formats.get(" SRT ") is formats.REGISTRY["srt"] and formats.get("docx") is None
+    schema = client.get("/openapi.json").json()
+    described = [p for p in schema["paths"]["/job/{job_id}/result"]["get"]["parameters"] if p["name"] == "format"]
+    assert described[0]["schema"]["description"] == ", ".join(formats.NAMES)
+    help_text = Command().create_parser("manage.py", "transcribe").format_help()
+    assert ", ".join(formats.NAMES) in " ".join(help_text.split())

@@ -252,7 +252,7 @@ def job_cancel(request: HttpRequest, job_id: str):
 
 
 class ResultQuery(Schema):
-    format: str = Field("txt", description="txt, srt, vtt, tsv or json")
+    format: str = Field("txt", description=", ".join(formats.NAMES))
     max_line_width: int | None = Field(None, ge=1, le=1000, description="srt/vtt: characters per line")
     max_line_count: int | None = Field(None, ge=1, le=100, description="srt/vtt: lines per cue")
     highlight_words: bool = Field(False, description="srt/vtt: underline each word as it is spoken")
@@ -260,7 +260,7 @@ class ResultQuery(Schema):
 
 
 @api.get("/job/{job_id}/result", response={200: None, **ERRORS},
-         summary="A finished job's result as a file: txt, srt, vtt, tsv or json")
+         summary=f"A finished job's result as a file: {', '.join(formats.NAMES)}")
 def job_result(request: HttpRequest, job_id: str, query: Query[ResultQuery]):
     subtitles = formats.SubtitleOptions(query.max_line_width, query.max_line_count, query.highlight_words,
                                         query.max_words_per_line)

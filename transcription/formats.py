@@ -6,7 +6,7 @@ import math
 import os
 import re
 import secrets
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -154,7 +154,33 @@ def to_json(result: Mapping, options: SubtitleOptions | None = None) -> str:
     return dumps(result) + "\n"
 
 
-WRITERS = {"txt": to_txt, "srt": to_srt, "vtt": to_vtt, "tsv": to_tsv, "json": to_json}
+@dataclass(frozen=True)
+class Format:
+    """One way to download a result: what it is called, how it is written, how it is served."""
+
+    name: str
+    write: Callable[[Mapping, SubtitleOptions | None], str]
+    content_type: str
+    label: str  # for people: the pages and the admin show it
+    subtitles: bool = False  # takes the cue options (max_line_width, …)
+
+    @property
+    def extension(self) -> str:
+        return self.name
+
+
+REGISTRY: dict[str, Format] = {f.name: f for f in (
+    Format("txt", to_txt, "text/plain; charset=utf-8", "Text"),
+    Format("srt", to_srt, "application/x-subrip; charset=utf-8", "SubRip subtitles", subtitles=True),
+    Format("vtt", to_vtt, "text/vtt; charset=utf-8", "WebVTT subtitles", subtitles=True),
+    Format("tsv", to_tsv, "text/tab-separated-values; charset=utf-8", "Tab-separated segments"),
+    Format("json", to_json, "application/json; charset=utf-8", "JSON (everything)"),
+)}
+NAMES = tuple(REGISTRY)
+
+
+def get(name: str) -> Format | None:
+    return REGISTRY.get((name or "").strip().lower())
 
 
 def write_atomic(path: Path, text: str, mode: int | None = None) -> None:

@@ -43,7 +43,7 @@ class Command(BaseCommand):
                                  f" here {settings.WHISPER_DEFAULT_LANGUAGE})")
         parser.add_argument("--task", default="transcribe", choices=["transcribe", "translate"])
         parser.add_argument("--format", default="txt",
-                            help=f"comma-separated: {', '.join(formats.WRITERS)} (default: txt)")
+                            help=f"comma-separated: {', '.join(formats.NAMES)} (default: txt)")
         lines = parser.add_argument_group("srt/vtt cues (need word timestamps)")
         lines.add_argument("--max-line-width", type=_positive, default=None, help="characters per line")
         lines.add_argument("--max-line-count", type=_positive, default=None, help="lines per cue")
@@ -61,10 +61,10 @@ class Command(BaseCommand):
         subtitles = formats.SubtitleOptions(max_line_width, max_line_count, highlight_words,
                                             max_words_per_line)
         wanted = [f.strip().lower() for f in format.split(",") if f.strip()]
-        unknown = [f for f in wanted if f not in formats.WRITERS]
+        unknown = [f for f in wanted if formats.get(f) is None]
         if unknown or not wanted:
             raise CommandError(f"unknown format {', '.join(unknown) or format!r}; choose from "
-                               f"{', '.join(formats.WRITERS)}")
+                               f"{', '.join(formats.NAMES)}")
         try:
             options = TranscribeOptions(model=model, engine=engine, language=language, task=task,
                                         word_timestamps=not no_word_timestamps)
