@@ -10,9 +10,14 @@ from ninja import Schema
 from ninja.schema import DjangoGetter
 from pydantic import Field, field_validator, model_validator
 
+from .engines.base import DecodeOptions
 from .languages import normalise_language
+from .result import Result, Segment
+from .spec import Silence
 
-DEFAULT_TEMPERATURE = "0.0,0.2,0.4,0.6,0.8,1.0"
+# The defaults are the decoding's and the silence trimming's own: written once, there.
+DECODE, SILENCE = DecodeOptions(), Silence()
+DEFAULT_TEMPERATURE = ",".join(str(t) for t in DECODE.temperature)
 
 
 def _finite(default: Any, **limits: Any) -> Any:
@@ -36,15 +41,16 @@ class TranscribeOptions(Schema):
     engine: Literal["auto", "mlx", "ctranslate2"] | None = Field(
         None, description="Inference engine; default WHISPER_ENGINE (auto: mlx on Apple Silicon)."
     )
-    word_timestamps: bool = True
-    condition_on_previous_text: bool = True
-    no_speech_threshold: float = _finite(0.4, ge=0.0, le=1.0)
+    word_timestamps: bool = DECODE.word_timestamps
+    condition_on_previous_text: bool = DECODE.condition_on_previous_text
+    no_speech_threshold: float = _finite(DECODE.no_speech_threshold, ge=0.0, le=1.0)
     hallucination_silence_threshold: float | None = _finite(
-        0.8, ge=0.0, le=60.0, description="Seconds; needs word_timestamps. 0 turns it off."
+        DECODE.hallucination_silence_threshold, ge=0.0, le=60.0,
+        description="Seconds; needs word_timestamps. 0 turns it off.",
     )
-    remove_silence: bool = True
-    silence_threshold: float = _finite(-60.0, ge=-120.0, le=0.0, description="dBFS.")
-    silence_duration: float = _finite(0.5, ge=0.0, le=3600.0, description="Seconds.")
+    remove_silence: bool = SILENCE.remove
+    silence_threshold: float = _finite(SILENCE.threshold_db, ge=-120.0, le=0.0, description="dBFS.")
+    silence_duration: float = _finite(SILENCE.min_duration, ge=0.0, le=3600.0, description="Seconds.")
     beam_size: int | None = Field(None, ge=1, le=16, description="Default: 5 on ctranslate2, greedy on mlx.")
     best_of: int | None = Field(None, ge=1, le=16)
     patience: float | None = _finite(None, gt=0.0, le=10.0)
@@ -55,10 +61,11 @@ class TranscribeOptions(Schema):
         max_length=200,
     )
     initial_prompt: str | None = Field(None, max_length=2000)
-    suppress_tokens: str = Field("-1", max_length=10000, description="Comma-separated token ids; -1: Whisper's set.")
-    no_timestamps: bool = Field(False, description="Decode without timestamp tokens.")
-    compression_ratio_threshold: float | None = _finite(2.4, gt=0.0, le=100.0)
-    logprob_threshold: float | None = _finite(-1.0, ge=-100.0, le=0.0)
+    suppress_tokens: str = Field(",".join(str(t) for t in DECODE.suppress_tokens), max_length=10000,
+                                 description="Comma-separated token ids; -1: Whisper's set.")
+    no_timestamps: bool = Field(DECODE.without_timestamps, description="Decode without timestamp tokens.")
+    compression_ratio_threshold: float | None = _finite(DECODE.compression_ratio_threshold, gt=0.0, le=100.0)
+    logprob_threshold: float | None = _finite(DECODE.logprob_threshold, ge=-100.0, le=0.0)
     wait: bool = Field(True, description="Answer with the result (true) or 202 with the job's URL (false).")
 
     @model_validator(mode="before")
@@ -116,46 +123,12 @@ def parse_suppress_tokens(value: str) -> tuple[int, ...]:
     return tokens
 
 
-class Word(Schema):
-    start: float
-    end: float
-    word: str
-    probability: float | None = None
+class TranscribeResult(Result):
+    """The specification's response: the stored result as the API shows it (segments without
+    Whisper's seek and tokens)."""
 
-
-class Segment(Schema):
-    id: int
-    start: float
-    end: float
-    text: str
-    words: list[Word] | None = None
-    avg_logprob: float | None = None
-    no_speech_prob: float | None = None
-    compression_ratio: float | None = None
-    temperature: float | None = None
-
-
-class TranscribeResult(Schema):
-    """The specification's response, plus what a client needs to know about how it was made."""
-
-    text: str
-    language: str
-    language_probability: float | None = None
-    model: str
-    engine: str
-    task: str
-    word_timestamps: bool
-    condition_on_previous_text: bool
-    no_speech_threshold: float
-    hallucination_silence_threshold: float | None
-    segments: list[Segment]
-    uploaded_file: str
-    result_file: str
     job_id: UUID
-    duration: float | None
-    silence_offset: float = 0.0
-    options: dict[str, Any]
-    timings: dict[str, float | None]
+    segments: list[Segment]
 
 
 class JobAccepted(Schema):
