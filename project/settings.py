@@ -1,4 +1,5 @@
 """Settings, read from the environment with safe local defaults (see README: Configuration)."""
+import math
 import os
 import secrets
 from pathlib import Path
@@ -9,8 +10,41 @@ from django.core.exceptions import ImproperlyConfigured
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
+TRUE, FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off", ""}
+
+
 def envbool(name: str, default: bool = False) -> bool:
-    return os.getenv(name, str(default)).strip().lower() in {"1", "true", "yes", "on"}
+    """true/false (also 1/0, yes/no, on/off); anything else stops the start with a message."""
+    value = os.getenv(name, str(default)).strip().lower()
+    if value not in TRUE | FALSE:
+        raise ImproperlyConfigured(f"{name}={value!r}: use true or false")
+    return value in TRUE
+
+
+def _number(kind: type, name: str, default: float, low: float | None, high: float | None):
+    raw = os.getenv(name, "").strip()
+    if not raw:
+        return kind(default)
+    try:
+        value = kind(raw)
+    except ValueError:
+        value = None
+    if value is None or not math.isfinite(value) or (low is not None and value < low) or (high is not None and value > high):
+        bounds = " and ".join(part for part in (f"at least {low:g}" if low is not None else "",
+                                                f"at most {high:g}" if high is not None else "") if part)
+        what = "a whole number" if kind is int else "a number"
+        raise ImproperlyConfigured(f"{name}={raw!r}: use {what}" + (f", {bounds}" if bounds else ""))
+    return value
+
+
+def envint(name: str, default: int, low: int | None = None, high: int | None = None) -> int:
+    """A whole number from the environment within bounds; a bad value stops the start, named."""
+    return _number(int, name, default, low, high)
+
+
+def envfloat(name: str, default: float, low: float | None = None, high: float | None = None) -> float:
+    """A finite number from the environment within bounds; a bad value stops the start, named."""
+    return _number(float, name, default, low, high)
 
 
 def envlist(name: str, default: str) -> list[str]:
@@ -136,7 +170,7 @@ MEDIA_URL = "media/"
 
 # Uploads: streamed to a temp file in DATA_DIR (so the final move is a rename), hashed and
 # capped while streaming.
-MAX_UPLOAD_BYTES = int(os.getenv("MAX_UPLOAD_BYTES", 5 * 1024**3))
+MAX_UPLOAD_BYTES = envint("MAX_UPLOAD_BYTES", 5 * 1024**3, low=1)
 FILE_UPLOAD_MAX_MEMORY_SIZE = 0
 FILE_UPLOAD_TEMP_DIR = str(DATA_DIR / "tmp")
 Path(FILE_UPLOAD_TEMP_DIR).mkdir(parents=True, exist_ok=True)
@@ -146,7 +180,9 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = 1024 * 1024  # form fields other than files
 
 # Whisper
 MODELS_DIR = Path(os.getenv("MODELS_DIR", BASE_DIR / "models"))
-WHISPER_ENGINE = os.getenv("WHISPER_ENGINE", "auto")
+WHISPER_ENGINE = os.getenv("WHISPER_ENGINE", "auto").strip().lower()
+if WHISPER_ENGINE not in ("auto", "mlx", "ctranslate2"):
+    raise ImproperlyConfigured(f"WHISPER_ENGINE={WHISPER_ENGINE!r}: use auto, mlx or ctranslate2")
 WHISPER_DEFAULT_MODEL = os.getenv("WHISPER_DEFAULT_MODEL", "")
 
 
@@ -164,34 +200,34 @@ def _language(name: str, default: str) -> str:
 # The language the REST API, the upload form and the CLI assume when none is given (the
 # specification's default is Russian); 'auto' detects it. /v1 keeps OpenAI's rule: detect.
 WHISPER_DEFAULT_LANGUAGE = _language("WHISPER_DEFAULT_LANGUAGE", "ru")
-WHISPER_CPU_THREADS = int(os.getenv("WHISPER_CPU_THREADS", "0"))
+WHISPER_CPU_THREADS = envint("WHISPER_CPU_THREADS", 0, low=0, high=1024)
 # A worker keeps models loaded between jobs; one unused this many seconds is released (0: never),
 # and past this many loaded models the least recently used idle one goes (0: no limit).
-WHISPER_MODEL_TTL = float(os.getenv("WHISPER_MODEL_TTL", "1800"))
-WHISPER_MAX_LOADED_MODELS = int(os.getenv("WHISPER_MAX_LOADED_MODELS", "2"))
+WHISPER_MODEL_TTL = envfloat("WHISPER_MODEL_TTL", 1800, low=0)
+WHISPER_MAX_LOADED_MODELS = envint("WHISPER_MAX_LOADED_MODELS", 2, low=0)
 FFMPEG_BINARY = os.getenv("FFMPEG_BINARY", "")
 # Longest audio accepted (seconds; 0: no limit). Decoded, a second is 64 KB of temporary samples,
 # and a megabyte of FLAC silence decodes to hours: the upload size cap alone does not bound that.
-MAX_AUDIO_SECONDS = float(os.getenv("MAX_AUDIO_SECONDS", str(12 * 3600)))
+MAX_AUDIO_SECONDS = envfloat("MAX_AUDIO_SECONDS", 12 * 3600, low=0)
 # Long audio is transcribed in pieces of at most this many seconds, cut in quiet gaps. The
 # spectrogram of a piece is held whole (about 110 MB an hour, 220 MB with mlx; engines/melspec.py
 # computes it a stretch at a time), so an hour bounds that while a file under an hour is decoded
 # in one call, exactly as the engine library alone would.
-WHISPER_WINDOW_SECONDS = float(os.getenv("WHISPER_WINDOW_SECONDS", "3600"))
+WHISPER_WINDOW_SECONDS = envfloat("WHISPER_WINDOW_SECONDS", 3600, low=30)
 # Crash recovery: a running job's worker beats every JOB_HEARTBEAT_SECONDS; a job silent for
 # JOB_STALE_SECONDS is requeued, up to JOB_MAX_ATTEMPTS starts, then failed with the reason.
-JOB_HEARTBEAT_SECONDS = float(os.getenv("JOB_HEARTBEAT_SECONDS", "10"))
-JOB_STALE_SECONDS = float(os.getenv("JOB_STALE_SECONDS", "60"))
-JOB_MAX_ATTEMPTS = int(os.getenv("JOB_MAX_ATTEMPTS", "3"))
+JOB_HEARTBEAT_SECONDS = envfloat("JOB_HEARTBEAT_SECONDS", 10, low=0.05)
+JOB_STALE_SECONDS = envfloat("JOB_STALE_SECONDS", 60, low=1)
+JOB_MAX_ATTEMPTS = envint("JOB_MAX_ATTEMPTS", 3, low=1)
 # Worker threads (and the inference threads they start) run at this niceness, so that a busy
 # worker on the web server's machine does not slow its pages and status requests. 0: unchanged.
-WORKER_NICE = int(os.getenv("WORKER_NICE", "10"))
+WORKER_NICE = envint("WORKER_NICE", 10, low=0, high=19)
 # Optional API bearer tokens (comma-separated); unset, the API is open, as the spec intends locally.
 API_TOKENS = envlist("API_TOKENS", "")
 # Per-client limit on creating jobs (POST /transcribe, /transcribe/batch, /v1/audio/*): e.g. "30/min".
 JOB_RATE_LIMIT = os.getenv("JOB_RATE_LIMIT", "") or None
 # How long POST /transcribe waits for its job before answering 202 with the job's URL.
-TRANSCRIBE_WAIT_SECONDS = float(os.getenv("TRANSCRIBE_WAIT_SECONDS", "3600"))
+TRANSCRIBE_WAIT_SECONDS = envfloat("TRANSCRIBE_WAIT_SECONDS", 3600, low=0)
 
 # Queue: SqliteHuey in DATA_DIR by default, RedisHuey when a Redis URL is given.
 _redis_url = os.getenv("HUEY_REDIS_URL") or os.getenv("REDIS_URL")
@@ -199,15 +235,15 @@ HUEY = {
     "name": os.getenv("HUEY_NAME", "transcription"),
     "immediate": envbool("HUEY_IMMEDIATE"),
     "consumer": {
-        "workers": int(os.getenv("HUEY_WORKERS", "1")),
+        "workers": envint("HUEY_WORKERS", 1, low=1, high=64),
         "worker_type": "thread",
         "check_worker_health": True,
         # SqliteHuey polls: keep the idle delay short so a job starts within a second.
         "initial_delay": 0.1,
         "backoff": 1.15,
-        "max_delay": float(os.getenv("HUEY_MAX_DELAY", "1.0")),
+        "max_delay": envfloat("HUEY_MAX_DELAY", 1.0, low=0.01),
         # Ctrl-C/SIGINT waits this long for running jobs, then they are handed back to the queue.
-        "shutdown_timeout": float(os.getenv("HUEY_SHUTDOWN_TIMEOUT", "30")),
+        "shutdown_timeout": envfloat("HUEY_SHUTDOWN_TIMEOUT", 30, low=0),
     },
 }
 if _redis_url:

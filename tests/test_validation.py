@@ -196,6 +196,25 @@ def test_a_bad_default_language_stops_the_start_with_a_message():
     assert out.returncode != 0 and "WHISPER_DEFAULT_LANGUAGE='klingon'" in out.stderr
 
 
+@pytest.mark.parametrize("variable,value,message", [
+    ("HUEY_WORKERS", "two", "HUEY_WORKERS='two': use a whole number, at least 1"),
+    ("JOB_HEARTBEAT_SECONDS", "inf", "JOB_HEARTBEAT_SECONDS='inf': use a number"),
+    ("WORKER_NICE", "40", "at most 19"),
+    ("DJANGO_DEBUG", "maybe", "DJANGO_DEBUG='maybe': use true or false"),
+    ("WHISPER_ENGINE", "onnx", "use auto, mlx or ctranslate2"),
+])
+def test_a_bad_setting_stops_the_start_with_one_line_naming_it(variable, value, message):
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "project.settings", variable: value}
+    out = subprocess.run([sys.executable, str(REPO / "manage.py"), "check"], env=env, capture_output=True,
+                         text=True, cwd=REPO)
+    assert out.returncode == 1 and message in out.stderr and "Traceback" not in out.stderr, out.stderr
+
+
 @pytest.mark.django_db
 def test_cancelling_twice_says_the_job_was_already_cancelled(post):
     job_id = post(language="en", wait="false").json()["job_id"]
