@@ -152,6 +152,8 @@ AUTH_PASSWORD_VALIDATORS = [
 
 LANGUAGE_CODE = "en"
 LANGUAGES = [("en", "English"), ("ru", "Русский")]
+# Corrections to Django's date formats per language (ru: "29 ноября", not "29 Ноябрь").
+FORMAT_MODULE_PATH = ["webui.formats"]
 TIME_ZONE = os.getenv("TIME_ZONE", "UTC")
 USE_I18N = True
 USE_TZ = True
