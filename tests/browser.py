@@ -6,7 +6,7 @@ import base64
 import os
 import shutil
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import pytest
 
@@ -74,14 +74,23 @@ class Pages:
         else:
             route.continue_()
 
-    def open(self, path: str = "/", locale: str = "en-US", **context_options):
-        context = self.browser.new_context(locale=locale, viewport={"width": 1280, "height": 900},
+    def open(self, path: str = "/", locale: str = "en-US", width: int = 1280, **context_options):
+        context = self.browser.new_context(locale=locale, viewport={"width": width, "height": 900},
                                            **context_options)
         context.route("**/*", self._route)
         self.contexts.append(context)
         page = context.new_page()
         page.on("pageerror", lambda exc: self.errors.append(f"{page.url}: {exc}"))
         page.goto(self.base_url + path)
+        return page
+
+    def open_logged_in(self, user, path: str, password: str = "password", **options):
+        """Open `path` after logging in through the admin's own form, as a person would."""
+        page = self.open("/admin/login/?next=" + quote(path), **options)
+        page.fill("#id_username", user.username)
+        page.fill("#id_password", password)
+        with page.expect_navigation():
+            page.click("input[type=submit]")
         return page
 
     def close(self) -> None:
@@ -171,14 +180,41 @@ def check_accessible_basics(page) -> None:
     assert page.evaluate(LOW_CONTRAST) == [], "text with too little contrast"
 
 
-def screenshot(page, name: str) -> Path:
-    """Save a full-page screenshot with the run's files; also into docs/ with UPDATE_SCREENSHOTS=1."""
-    out = Path(os.environ.get("TEST_RUN_DIR", "/tmp")) / "screenshots" / name
+# Boxes that scroll sideways: the whole page, or any element whose content is wider than it is
+# (a cut-off table cell, a table that must be dragged). What a person misses without scrolling.
+SIDEWAYS = r"""() => {
+  const root = document.documentElement;
+  const found = [];
+  if (root.scrollWidth > root.clientWidth) found.push(`page: ${root.scrollWidth} > ${root.clientWidth} px`);
+  for (const el of document.querySelectorAll('body *')) {
+    if (el.closest('.visually-hidden, [hidden], audio, select')) continue;
+    const style = getComputedStyle(el);
+    if (style.display === 'none' || !['auto', 'scroll', 'hidden', 'clip'].includes(style.overflowX)) continue;
+    if (el.scrollWidth > el.clientWidth + 1) {
+      const name = el.tagName.toLowerCase() + (el.id ? '#' + el.id : '') + (el.className ? '.' + String(el.className).trim().split(/\s+/).join('.') : '');
+      found.push(`${name}: ${el.scrollWidth} > ${el.clientWidth} px`);
+    }
+  }
+  return found;
+}"""
+
+
+def sideways(page) -> list[str]:
+    """What scrolls sideways on the page as shown (empty when everything fits the window)."""
+    return page.evaluate(SIDEWAYS)
+
+
+def screenshot(page, name: str, folder: Path | None = None) -> Path:
+    """Save a full-page screenshot in `folder` (default: with the run's files); also into docs/
+    with UPDATE_SCREENSHOTS=1."""
+    out = (folder or Path(os.environ.get("TEST_RUN_DIR", "/tmp")) / "screenshots") / name
     out.parent.mkdir(parents=True, exist_ok=True)
     page.mouse.move(0, 0)  # no hover effects in the picture
-    page.wait_for_timeout(300)  # let highlight transitions settle
+    page.evaluate("window.scrollTo(0, 0)")  # sticky parts (the player bar) where they sit at the top
+    # let hover and highlight transitions end (CSS transitions are animations to the page)
+    page.evaluate("Promise.all(document.getAnimations().map(a => a.finished))")
     page.screenshot(path=str(out), full_page=True)
-    if os.environ.get("UPDATE_SCREENSHOTS") == "1":
+    if os.environ.get("UPDATE_SCREENSHOTS") == "1" and folder is None:
         DOCS.mkdir(exist_ok=True)
         shutil.copyfile(out, DOCS / name)
     return out
