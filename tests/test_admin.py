@@ -35,16 +35,16 @@ def test_job_list_has_coloured_status_progress_file_and_run_columns(admin_client
     make_job("long.mp3", status="running")
     html = admin_client.get(JOBS).content.decode()
     assert len(_rows(html)) == 3
-    for header in ("Status", "Progress", "File", "Duration", "Model", "Engine", "Language", "Created",
-                   "Run time"):
+    for header in ("Status", "File", "Duration", "Model, engine", "Language", "Created", "Run time"):
         assert f">{header}<" in html or f">{header}</a>" in html, header
     assert re.search(r'data-status="done" style="background:#146c43;color:#fff', html)
     assert re.search(r'data-status="failed" style="background:#b02a37', html)
-    assert '<progress value="100" max="100"' in html
+    assert html.count("<progress ") == 1 and '<progress value="0" max="100"' in html  # the running job's
     assert "jfk.flac" in html and "noise.wav" in html
     assert str(done.pk)[:8] in html
+    assert "base<br><span class=\"quiet\">ctranslate2</span>" in html
     # run time: finished - started, in seconds
-    assert re.search(r"<td class=\"field-run_time\">\d+\.\d s</td>", html)
+    assert re.search(r"<td class=\"field-run_time\">\d+\.\d\d s</td>", html)
 
 
 @pytest.mark.django_db
@@ -88,7 +88,7 @@ def test_job_page_renders_the_result_readably_and_cannot_be_edited(admin_client,
     assert table.count("<tr>") == 3  # header + two segments
     assert "<td>3.20</td><td>5.50</td><td>ask not.</td>" in table
     assert "And so my fellow Americans, ask not." in html
-    assert "<code>no_speech_threshold</code></td><td>0.4</td>" in html
+    assert '<tr data-option="no_speech_threshold"><td>No-speech threshold</td><td>0.4</td></tr>' in html
     assert f'href="/jobs/{job.pk}/"' in html  # the transcript viewer
     assert 'name="_save"' not in html and 'name="_continue"' not in html
     assert admin_client.get(f"{JOBS}add/").status_code == 403
@@ -177,7 +177,7 @@ def test_deleting_an_upload_removes_its_audio_jobs_and_results(admin_client, dja
 def test_admin_speaks_russian_when_the_browser_asks(admin_client):
     make_job("jfk.flac", status="done", result=JFK_RESULT)
     html = admin_client.get(JOBS, HTTP_ACCEPT_LANGUAGE="ru").content.decode()
-    assert "Повторить выбранные задачи с теми же параметрами" in html
+    assert "Повторить выбранные задания с теми же параметрами" in html
     assert ">Статус<" in html and ">Готово<" in html
     assert "Удалить выбранные" in html
 
@@ -189,12 +189,12 @@ def test_admin_model_and_field_names_are_translated(admin_client):
 
     # Russian, asked for by the browser: model names in the title, breadcrumbs and the delete action
     jobs = admin_client.get(JOBS, HTTP_ACCEPT_LANGUAGE="ru").content.decode()
-    assert "<h1>Выберите задача для изменения</h1>" in jobs
-    assert "&rsaquo; Задачи\n" in jobs
-    assert ">Удалить выбранные задачи вместе с файлами<" in jobs
+    assert "<h1>Выберите задание для изменения</h1>" in jobs
+    assert "&rsaquo; Задания\n" in jobs
+    assert ">Удалить выбранные задания вместе с данными на диске<" in jobs
     assert ">Готово<" in jobs  # the status choice's label
     index = admin_client.get("/admin/", HTTP_ACCEPT_LANGUAGE="ru").content.decode()
-    assert ">Задачи</a>" in index and ">Загрузки</a>" in index
+    assert ">Задания</a>" in index and ">Загруженные файлы</a>" in index
     assert ">Расшифровка</a>" in index and "Transcription" not in index  # the app's own name
 
     # ... and by the language cookie: field labels and help texts come from the model
@@ -203,7 +203,7 @@ def test_admin_model_and_field_names_are_translated(admin_client):
     for label in ("Исходное имя", "Путь хранения", "Тип содержимого", "SHA-256", "Время создания"):
         assert f"<label>{label}:</label>" in upload, label
     assert "Относительно MEDIA_ROOT." in upload
-    assert "Изменить загрузка" in upload
+    assert "Изменить загруженный файл" in upload
     job_page = admin_client.get(f"{JOBS}{job.pk}/change/").content.decode()
     for label in ("Запрошенная модель", "Запрошенный движок", "Время начала", "Время завершения", "Попытки",
                   "Пакет"):
@@ -236,6 +236,63 @@ def test_login_with_an_unsafe_next_lands_on_the_front_page(client, admin_user, n
     client.logout()
     assert client.post("/admin/login/", {"username": "admin", "password": "password",
                                          "next": "/admin/"})["Location"] == "/admin/"
+
+
+RUSSIAN_MONTHS_GENITIVE = ("января", "февраля", "марта", "апреля", "мая", "июня", "июля", "августа",
+                           "сентября", "октября", "ноября", "декабря")
+
+
+@pytest.mark.django_db
+def test_russian_admin_names_jobs_dates_units_and_statuses_in_russian(admin_client):
+    from django.utils import timezone
+
+    job = make_job("jfk.flac", status="done", result=JFK_RESULT, language="ru")
+    Job.objects.filter(pk=job.pk).update(audio_duration=11.0, conversion_seconds=0.5)
+    admin_client.cookies[settings.LANGUAGE_COOKIE_NAME] = "ru"
+
+    listing = admin_client.get(JOBS).content.decode()
+    assert "<h1>Выберите задание для изменения</h1>" in listing
+    # every job is from this month, so the date hierarchy lists days: "29 ноября", not "29 Ноябрь"
+    today = timezone.localdate(job.created_at)
+    assert f">{today.day} {RUSSIAN_MONTHS_GENITIVE[today.month - 1]}<" in listing
+    assert re.search(r'<td class="field-run_time">\d+,\d\d с</td>', listing)
+
+    page = admin_client.get(f"{JOBS}{job.pk}/change/").content.decode()
+    title = re.search(r"<title>(.*?)</title>", page).group(1)
+    assert title.startswith("jfk.flac · Готово | Изменить задание"), title
+    assert "(done)" not in page and "<h1>Изменить задание</h1>" in page
+    assert "конвертация: 0,50 с · распознавание: 1,00 с · коэффициент реального времени: 0,091" in page
+    assert "Русский (ru) · выбран" in page
+
+
+@pytest.mark.django_db
+def test_admin_says_whether_the_language_was_chosen_or_detected(admin_client):
+    chosen = make_job("a.mp3", status="done", result=JFK_RESULT, language="ru")
+    detected = make_job("b.mp3", status="done", result=JFK_RESULT, language="auto")
+    assert "Russian (ru) · chosen" in admin_client.get(f"{JOBS}{chosen.pk}/change/").content.decode()
+    assert "English (en) · probability 97 %" in admin_client.get(f"{JOBS}{detected.pk}/change/").content.decode()
+
+
+@pytest.mark.django_db
+def test_delete_confirmations_say_the_files_go_too(admin_client):
+    first = make_job("a.mp3", status="done", result=JFK_RESULT)
+    second = make_job("b.mp3", status="done", result=JFK_RESULT)
+    many_jobs = admin_client.post(JOBS, {"action": "delete_selected",
+                                         "_selected_action": [first.pk, second.pk]}).content.decode()
+    assert ("Files are deleted from disk too: the jobs' result files (.txt, .json), and each uploaded"
+            " audio file that no other job uses.") in many_jobs
+    one_job = admin_client.get(f"{JOBS}{first.pk}/delete/").content.decode()
+    assert ("Files are deleted from disk too: the job's result files (.txt, .json), and the uploaded audio"
+            " file when no other job uses it.") in one_job
+    uploads = admin_client.post(UPLOADS, {"action": "delete_selected",
+                                          "_selected_action": [first.upload_id, second.upload_id]})
+    assert ("Files are deleted from disk too: the uploaded audio files, and the result files (.txt, .json)"
+            " of all their jobs.") in uploads.content.decode()
+    one_upload = admin_client.get(f"{UPLOADS}{first.upload_id}/delete/").content.decode()
+    assert "the uploaded audio file, and the result files (.txt, .json) of all its jobs" in one_upload
+    russian = admin_client.get(f"{JOBS}{first.pk}/delete/", HTTP_ACCEPT_LANGUAGE="ru").content.decode()
+    assert "С диска удаляются и файлы: результаты задания (.txt, .json)" in russian
+    assert Job.objects.count() == 2  # only asked, nothing deleted
 
 
 @pytest.mark.django_db

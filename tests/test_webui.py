@@ -26,8 +26,9 @@ DEFAULT_OPTIONS = TranscribeOptions().model_dump(exclude={"model", "engine", "wa
 
 
 def make_job(name: str = "talk.flac", source: Path | None = None, status: str = "queued",
-             result: dict | None = None, **fields) -> Job:
-    """A job row in the given state, moved there by the model's own transitions."""
+             result: dict | None = None, language: str = "en", **fields) -> Job:
+    """A job row in the given state, moved there by the model's own transitions. `language` is
+    the one asked for: a named one is kept as it is, 'auto' is detected (as English, 97 %)."""
     rel = f"uploads/{uuid.uuid4()}{Path(name).suffix}"  # any name fits the file system
     path = Path(settings.MEDIA_ROOT) / rel
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -37,18 +38,21 @@ def make_job(name: str = "talk.flac", source: Path | None = None, status: str = 
         path.write_bytes(b"\0" * 1000)
     upload = Upload.objects.create(original_name=name, stored_path=rel, size=path.stat().st_size,
                                    sha256=hashlib.sha256(path.read_bytes()).hexdigest(), duration=11.0)
-    job = Job.objects.create(upload=upload, options={**DEFAULT_OPTIONS, "language": "en"},
+    job = Job.objects.create(upload=upload, options={**DEFAULT_OPTIONS, "language": language},
                              requested_model="base", requested_engine="ctranslate2", **fields)
     if status != "queued":
         job.start(engine="ctranslate2", model="base")
     if status == "done":
         result = result or {"text": "hello", "segments": []}
+        if "options" in result:  # what the job was asked for, as the pipeline records it
+            result = {**result, "options": {**result["options"], "language": language}}
         json_rel, text_rel = f"results/{job.id}.json", f"results/{job.id}.txt"
         for rel, body in ((json_rel, json.dumps(result)), (text_rel, result["text"])):
             (Path(settings.MEDIA_ROOT) / rel).parent.mkdir(parents=True, exist_ok=True)
             (Path(settings.MEDIA_ROOT) / rel).write_text(body, encoding="utf-8")
-        job.finish(result, json_rel, text_rel, inference_seconds=1.0, language="en",
-                   language_probability=0.97)
+        detected = language == "auto"
+        job.finish(result, json_rel, text_rel, inference_seconds=1.0, language="en" if detected else language,
+                   language_probability=0.97 if detected else None)
     elif status == "failed":
         job.fail("this file has no audio stream", "bad_audio")
     elif status == "cancelled":
@@ -81,7 +85,7 @@ def test_upload_page_offers_installed_models_every_whisper_language_and_the_sche
     assert models == installed_names() and models, models
     languages = re.findall(r'<option value="([^"]*)"', html.split('name="language"')[1].split("</select>")[0])
     assert languages[0] == "auto" and set(languages[1:]) == set(LANGUAGES)
-    assert '<option value="ru">Russian</option>' in html
+    assert '<option value="ru" selected>Russian</option>' in html  # WHISPER_DEFAULT_LANGUAGE
     # the browser checks what the API checks: bounds and defaults come from TranscribeOptions
     field = re.search(r'<input[^>]*name="no_speech_threshold"[^>]*>', html).group(0)
     assert 'min="0.0"' in field and 'max="1.0"' in field and 'value="0.4"' in field
@@ -107,7 +111,7 @@ def test_pages_speak_russian_when_the_browser_asks_for_it(client):
         assert "История" in russian and "History" in english, path
     index = client.get("/", HTTP_ACCEPT_LANGUAGE="ru").content.decode()
     assert "Перетащите сюда аудио- или видеофайлы" in index
-    assert '<option value="ru">Русский</option>' in index
+    assert '<option value="ru" selected>Русский</option>' in index
     assert "Готово" in client.get(f"/jobs/{job.id}/", HTTP_ACCEPT_LANGUAGE="ru").content.decode()
 
 
@@ -203,7 +207,7 @@ def test_history_pages_jobs_newest_first(client):
 
 @pytest.mark.django_db
 def test_job_page_shows_result_metadata_and_why_a_job_failed(client):
-    done = make_job("jfk.flac", status="done", result=JFK_RESULT)
+    done = make_job("jfk.flac", status="done", result=JFK_RESULT, language="auto")
     Job.objects.filter(pk=done.pk).update(audio_duration=11.0, conversion_seconds=0.5)
     html = client.get(f"/jobs/{done.id}/").content.decode()
     assert html.count('class="segment"') == 2 and html.count('class="word"') == 2
@@ -230,7 +234,7 @@ def test_cancel_stops_a_queued_job_and_says_so_for_a_finished_one(client):
     job.refresh_from_db()
     assert job.status == "cancelled" and "The job was cancelled." in response.content.decode()
     again = client.post(f"/jobs/{job.id}/cancel", follow=True).content.decode()
-    assert "cannot become cancelled" in again
+    assert f"job {job.id} was already cancelled" in again
     assert client.get(f"/jobs/{job.id}/cancel").status_code == 405
 
 
@@ -266,6 +270,163 @@ def test_retry_with_a_bad_option_explains_and_queues_nothing(client, eval_dir):
     bad_temperature = client.post(f"/jobs/{old.id}/retry", {**base, "temperature": "hot"})
     assert bad_temperature.status_code == 422 and "comma-separated numbers" in bad_temperature.content.decode()
     assert Job.objects.count() == 1
+
+
+@pytest.mark.django_db
+def test_retry_form_shows_every_error_at_the_top_and_opens_the_section_holding_them(client, eval_dir):
+    old = make_job("jfk.flac", source=eval_dir / "jfk.flac", status="failed")
+    form = {"language": "ru", "task": "transcribe", "model": "tiny.en", "no_speech_threshold": "2",
+            "hallucination_silence_threshold": "0.8", "silence_threshold": "-60", "silence_duration": "0.5",
+            "beam_size": "0", "temperature": "hot"}
+    response = client.post(f"/jobs/{old.id}/retry", form)
+    html = response.content.decode()
+    assert response.status_code == 422 and Job.objects.count() == 1
+    summary = html.split('id="retry-errors"')[1].split("</div>")[0]
+    assert html.index('id="retry-errors"') < html.index('class="layout-job"'), "at the top of the page"
+    # the form's own checks, the schema's and the plan's, all at once, each linked to its field
+    for field, label, words in (("no_speech_threshold", "No-speech threshold", "less than or equal to 1.0"),
+                                ("beam_size", "Beam size", "greater than or equal to 1"),
+                                ("temperature", "Temperature", "comma-separated numbers"),
+                                ("language", "Language", "English-only")):
+        assert re.search(rf'<a href="#id_{field}">{label}</a>: [^<]*{words}', summary), field
+    assert re.search(r'<details class="advanced" open>', html)
+
+    # an error only in the basic fields leaves the advanced section as it was: closed
+    html = client.post(f"/jobs/{old.id}/retry", {**form, "no_speech_threshold": "0.4", "beam_size": "",
+                                                 "temperature": "0.0"}).content.decode()
+    summary = html.split('id="retry-errors"')[1].split("</div>")[0]
+    assert summary.count("<li>") == 1 and "English-only" in summary
+    assert '<details class="advanced">' in html
+
+
+@pytest.mark.parametrize("language,sizes", [
+    ("en", ["1000 bytes", "1.1 MB", "5.0 GB", "97.7 KB"]),
+    ("ru", ["1000 байт", "1,1 МБ", "5,0 ГБ", "97,7 КБ"]),
+])
+def test_sizes_and_seconds_are_written_in_the_pages_language(language, sizes):
+    from django.utils import translation
+
+    from webui.templatetags.webui import filesize, secs
+
+    with translation.override(language):
+        assert [filesize(n) for n in (1000, 1153434, 5 * 1024**3, 100_000)] == sizes
+        assert secs(0.499) == ("0.50 s" if language == "en" else "0,50 с")  # rounded, not cut off
+
+
+@pytest.mark.django_db
+def test_upload_form_starts_on_the_default_language(client, settings):
+    def chosen():
+        select = client.get("/").content.decode().split('name="language"')[1].split("</select>")[0]
+        return re.findall(r'<option value="([^"]*)" selected>', select)
+
+    assert settings.WHISPER_DEFAULT_LANGUAGE == "ru" and chosen() == ["ru"]
+    settings.WHISPER_DEFAULT_LANGUAGE = "de"
+    assert chosen() == ["de"]
+    settings.WHISPER_DEFAULT_LANGUAGE = "auto"
+    assert chosen() == ["auto"]
+
+
+@pytest.mark.django_db
+def test_unknown_page_is_a_translated_404_in_the_sites_layout(client):
+    for path in ("/no-such-page/", f"/jobs/{uuid.uuid4()}/"):
+        english = client.get(path, HTTP_ACCEPT_LANGUAGE="en")
+        russian = client.get(path, HTTP_ACCEPT_LANGUAGE="ru")
+        assert english.status_code == russian.status_code == 404
+        english, russian = english.content.decode(), russian.content.decode()
+        assert "<h1>Page not found</h1>" in english and 'class="navbar"' in english
+        assert "<h1>Страница не найдена</h1>" in russian and '<html lang="ru">' in russian
+        assert f'<code class="file-name">{path}</code>' in russian
+        assert "История" in russian and 'href="/"' in russian  # the nav bar, a way back
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("accept,chosen,detected", [
+    ("en", "Russian (ru) · chosen", "English (en) · probability 97 %"),
+    ("ru", "Русский (ru) · выбран", "Английский (en) · вероятность 97 %"),
+])
+def test_job_page_says_a_chosen_language_was_chosen_and_a_detected_one_how_sure(client, accept, chosen,
+                                                                                  detected):
+    given = make_job("talk.mp3", status="done", result=JFK_RESULT, language="ru")
+    assert given.language_probability is None
+    html = client.get(f"/jobs/{given.id}/", HTTP_ACCEPT_LANGUAGE=accept).content.decode()
+    assert f'<dd id="meta-language">{chosen}</dd>' in html
+    # rows from before the pipeline left the probability empty still say "chosen", not "100 %"
+    Job.objects.filter(pk=given.pk).update(language_probability=1.0)
+    html = client.get(f"/jobs/{given.id}/", HTTP_ACCEPT_LANGUAGE=accept).content.decode()
+    assert f'<dd id="meta-language">{chosen}</dd>' in html and "100" not in html.split("meta-language")[1][:60]
+    auto = make_job("talk.mp3", status="done", result=JFK_RESULT, language="auto")
+    html = client.get(f"/jobs/{auto.id}/", HTTP_ACCEPT_LANGUAGE=accept).content.decode()
+    assert f'<dd id="meta-language">{detected}</dd>' in html
+
+
+def _options_used(html: str) -> dict[str, tuple[str, str]]:
+    table = html.split('id="options-used"')[1].split("</table>")[0]
+    return {name: (label, value) for name, label, value in
+            re.findall(r'<tr data-option="([^"]+)"><td>([^<]*)</td><td>([^<]*)</td></tr>', table)}
+
+
+@pytest.mark.django_db
+def test_options_used_read_as_the_forms_labels_and_plain_values(client):
+    job = make_job("talk.mp3", status="done", language="auto", result={**JFK_RESULT, "options": {
+        **JFK_RESULT["options"], "initial_prompt": None, "beam_size": None}})
+    english = _options_used(client.get(f"/jobs/{job.id}/", HTTP_ACCEPT_LANGUAGE="en").content.decode())
+    assert set(english) == set(JFK_RESULT["options"])  # every option, none left out
+    assert english["no_speech_threshold"] == ("No-speech threshold", "0.4")
+    assert english["temperature"] == ("Temperature", "0.0, 0.2, 0.4, 0.6, 0.8, 1.0")  # room to wrap
+    assert english["word_timestamps"] == ("Word timestamps", "Yes")
+    assert english["no_timestamps"] == ("Without timestamps", "No")
+    assert english["beam_size"] == ("Beam size", "engine default")
+    assert english["initial_prompt"] == ("Initial prompt", "—")
+    assert english["language"] == ("Language", "Detect automatically")
+    assert english["engine"] == ("Engine", "ctranslate2")
+    for label, value in english.values():
+        assert "_" not in label and value not in ("null", "None", "true", "false", ""), (label, value)
+
+    russian = _options_used(client.get(f"/jobs/{job.id}/", HTTP_ACCEPT_LANGUAGE="ru").content.decode())
+    assert russian["no_speech_threshold"] == ("Порог отсутствия речи", "0,4")
+    assert russian["temperature"] == ("Температура", "0,0; 0,2; 0,4; 0,6; 0,8; 1,0")
+    assert russian["word_timestamps"] == ("Метки времени слов", "Да")
+    assert russian["beam_size"][1] == "по умолчанию движка"
+    assert russian["language"][1] == "Определить автоматически"
+    assert russian["task"] == ("Задача", "Расшифровать")
+    for label, _value in russian.values():
+        assert re.search("[а-яё]", label, re.I), label
+
+
+@pytest.mark.django_db
+def test_a_failed_job_and_an_empty_result_say_what_happened(client):
+    failed = make_job("noise.wav", status="failed")
+    html = client.get(f"/jobs/{failed.id}/").content.decode()
+    assert "appears here when the job is done" not in html
+    assert "There is no transcript: the job failed" in html
+    cancelled = make_job("noise.wav", status="cancelled")
+    html = client.get(f"/jobs/{cancelled.id}/").content.decode()
+    assert "appears here when the job is done" not in html and "the job was cancelled" in html
+
+    silent = make_job("silence.wav", status="done", result={"text": " ", "segments": []})
+    html = client.get(f"/jobs/{silent.id}/").content.decode()
+    assert "No speech was found in this file." in html
+    assert 'id="full-text"' not in html and 'id="copy-text"' not in html  # no empty box to copy
+
+
+def test_every_whisper_language_has_a_name_in_russian():
+    """The language menu (and the job page, which names languages the same way) in Russian."""
+    from django.utils import translation
+
+    from transcription.languages import LANGUAGES
+    from webui.selectors import language_choices
+
+    with translation.override("en"):
+        english = dict(language_choices())
+    with translation.override("ru"):
+        russian = dict(language_choices())
+    assert set(russian) == set(LANGUAGES) | {"auto"}
+    # Cyrillic and Latin letters never spell the same name, so a Russian name is always different
+    untranslated = {code: name for code, name in russian.items()
+                    if name == english[code] or not re.fullmatch(r"[А-ЯЁа-яё ()-]+", name)}
+    assert untranslated == {}
+    assert russian["la"] == "Латинский" and russian["be"] == "Белорусский" and russian["no"] == "Норвежский"
+    assert english["la"] == "Latin" and english["ht"] == "Haitian Creole" and english["my"] == "Burmese"
 
 
 @pytest.mark.django_db
@@ -472,10 +633,32 @@ def test_cancel_a_running_job_then_retry_it_with_other_options(service, pages, e
     assert page.inner_text("#meta-model") == "tiny.en"
     assert page.locator("#segments .segment").count() > 3 and page.locator("#segments .word").count() == 0
     options = dict(page.eval_on_selector_all("#options-used tbody tr",
-                                             "rows => rows.map(r => [...r.cells].map(c => c.textContent))"))
-    assert options["word_timestamps"] == "false" and options["beam_size"] == "1" and options["model"] == "tiny.en"
+                                             "rows => rows.map(r => [r.dataset.option, r.cells[1].textContent])"))
+    assert options["word_timestamps"] == "No" and options["beam_size"] == "1" and options["model"] == "tiny.en"
     new = Job.objects.get(pk=new_id)
     assert new.upload_id == Job.objects.get(pk=accepted["job_id"]).upload_id and new.status == "done"
+
+
+@pytest.mark.integration
+@pytest.mark.django_db(transaction=True)
+def test_run_again_with_mistakes_lists_them_all_at_the_top(pages, eval_dir):
+    old = make_job("jfk.flac", source=eval_dir / "jfk.flac", status="failed")
+    page = pages.open(f"/jobs/{old.id}/")
+    page.select_option("#id_model", "tiny.en")
+    page.select_option("#id_language", "ru")
+    page.click("#retry-form details.advanced summary")
+    page.fill("#id_no_speech_threshold", "2")
+    page.fill("#id_temperature", "hot")
+    page.click("#retry-form details.advanced summary")  # closed again: the mistakes are out of sight
+    page.click("#retry-form button[type=submit]")
+    page.wait_for_selector("#retry-errors")
+    items = page.locator("#retry-errors li").all_inner_texts()
+    assert [item.split(":")[0] for item in items] == ["Language", "No-speech threshold", "Temperature"], items
+    assert page.evaluate("document.getElementById('retry-errors').getBoundingClientRect().top") < 200
+    assert page.locator("#retry-form details.advanced").get_attribute("open") is not None
+    page.click("#retry-errors a[href='#id_temperature']")
+    assert page.locator("#id_temperature").is_visible() and page.url.endswith("#id_temperature")
+    assert Job.objects.count() == 1
 
 
 @pytest.mark.integration

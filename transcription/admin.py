@@ -5,21 +5,29 @@ from __future__ import annotations
 
 from django.contrib import admin, messages
 from django.contrib.admin.actions import delete_selected
+from django.contrib.admin.utils import unquote
 from django.db.models import Count, Max, OuterRef, Subquery
 from django.urls import reverse
+from django.utils import timezone
+from django.utils.formats import date_format, number_format
 from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
 
+from webui import display
+from webui.templatetags.webui import clock, filesize, secs
+
 from . import services
 from .models import Job, Upload
-from .uploads import human_size
 
 
 admin.site.site_header = _("Whisper transcription")
 admin.site.site_title = _("Whisper transcription admin")
 admin.site.index_title = _("Uploads and jobs")
 admin.site.site_url = "/"
+# The job list needs the width (status, file, duration, model, language, times beside the filters);
+# the index and the breadcrumbs lead to every model as well.
+admin.site.enable_nav_sidebar = False
 
 STATUS_COLOURS = {  # background, text: each pair at least 4.5:1
     "queued": ("#565e64", "#fff"), "running": ("#0a58ca", "#fff"), "done": ("#146c43", "#fff"),
@@ -29,18 +37,9 @@ RESULT_FORMATS = ("txt", "srt", "vtt", "tsv", "json")
 MAX_SEGMENT_ROWS = 500
 
 
-def _clock(seconds: float | None) -> str:
-    if seconds is None:
-        return "—"
-    total = int(round(seconds))
-    hours, rest = divmod(total, 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
-
-
 def status_badge(status: str) -> str:
     bg, fg = STATUS_COLOURS.get(status, ("#565e64", "#fff"))
-    label = gettext(Job.Status(status).label) if status in Job.Status.values else status
+    label = status_label(status)
     return format_html(
         '<span class="job-status" data-status="{}" style="background:{};color:{};padding:2px 8px;'
         'border-radius:10px;font-weight:600;white-space:nowrap">{}</span>', status, bg, fg, label)
@@ -62,6 +61,9 @@ def audio_player(job: Job) -> str:
 
 class ReviewOnly:
     """Rows are made by uploads and jobs, never typed in: no add form, no save buttons."""
+
+    class Media:
+        css = {"all": ("webui/admin.css",)}  # long file names wrap; narrow screens drop columns
 
     def has_add_permission(self, request, obj=None):
         return False
@@ -122,6 +124,13 @@ class JobColumns:
     def status_display(self, job: Job):
         return status_badge(job.status)
 
+    @admin.display(description=_("Status"), ordering="status")
+    def status_progress(self, job: Job):
+        """The status, and how far a running job has got: one column where the list is narrow."""
+        if job.status == Job.Status.RUNNING:
+            return format_html("{}<br>{}", status_badge(job.status), progress_bar(job))
+        return status_badge(job.status)
+
     @admin.display(description=_("Progress"), ordering="progress")
     def progress_display(self, job: Job):
         return progress_bar(job)
@@ -132,7 +141,7 @@ class JobColumns:
 
     @admin.display(description=_("Duration"), ordering="audio_duration")
     def duration(self, job: Job):
-        return _clock(job.audio_duration if job.audio_duration is not None else job.upload.duration)
+        return clock(job.duration)
 
     @admin.display(description=_("Model"), ordering="model")
     def model_used(self, job: Job):
@@ -142,19 +151,23 @@ class JobColumns:
     def engine_used(self, job: Job):
         return job.engine or job.requested_engine
 
+    @admin.display(description=_("Model, engine"), ordering="model")
+    def model_engine(self, job: Job):
+        return format_html('{}<br><span class="quiet">{}</span>', self.model_used(job), self.engine_used(job))
+
     @admin.display(description=_("Language"), ordering="language")
     def language_code(self, job: Job):
         return job.language or "—"
 
     @admin.display(description=_("Created"), ordering="created_at")
     def created(self, job: Job):
-        return job.created_at
+        return short_datetime(job.created_at)
 
     @admin.display(description=_("Run time"))
     def run_time(self, job: Job):
         if not job.started_at or not job.finished_at:
             return "—"
-        return f"{(job.finished_at - job.started_at).total_seconds():.1f} s"
+        return secs((job.finished_at - job.started_at).total_seconds())
 
 
 class JobInline(JobColumns, admin.TabularInline):
@@ -179,8 +192,8 @@ class JobInline(JobColumns, admin.TabularInline):
 
 @admin.register(Job)
 class JobAdmin(ReviewOnly, DeletesFiles, JobColumns, admin.ModelAdmin):
-    list_display = ("short_id", "status_display", "progress_display", "file", "duration", "model_used",
-                    "engine_used", "language_code", "created", "run_time")
+    list_display = ("short_id", "status_progress", "file", "duration", "model_engine", "language_code",
+                    "created", "run_time")
     list_display_links = ("short_id",)
     list_filter = (StatusFilter, ("model", titled(_("Model"))), ("engine", titled(_("Engine"))),
                    ("language", titled(_("Language"))), ("created_at", titled(_("Created"))))
@@ -214,6 +227,15 @@ class JobAdmin(ReviewOnly, DeletesFiles, JobColumns, admin.ModelAdmin):
     def view_on_site(self, job: Job):
         return reverse("webui:job", args=[job.pk])
 
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        # The page's title and heading name the file and the status in the page's language
+        # (the model's own repr is "<uuid> (done)").
+        job = self.get_object(request, unquote(object_id))
+        if job is not None:
+            extra_context = {**(extra_context or {}),
+                             "subtitle": f"{job.upload.original_name} · {status_label(job.status)}"}
+        return super().change_view(request, object_id, form_url, extra_context)
+
     def delete_model(self, request, obj):
         services.delete_jobs(Job.objects.filter(pk=obj.pk))
 
@@ -226,14 +248,14 @@ class JobAdmin(ReviewOnly, DeletesFiles, JobColumns, admin.ModelAdmin):
     def upload_link(self, job: Job):
         return format_html('<a href="{}">{}</a> ({})',
                            reverse("admin:transcription_upload_change", args=[job.upload_id]),
-                           job.upload.original_name, human_size(job.upload.size))
+                           job.upload.original_name, filesize(job.upload.size))
 
     @admin.display(description=_("Error"))
     def error_display(self, job: Job):
         if not job.error:
             return "—"
-        return format_html('<strong style="color:#b02a37">{}</strong> <code>{}</code>', job.error,
-                           job.error_code)
+        return format_html('<strong style="color:#b02a37">{}</strong><br>{} (<code>{}</code>)', job.error,
+                           job.get_error_code_display(), job.error_code)
 
     @admin.display(description=_("Web page"))
     def on_site(self, job: Job):
@@ -266,8 +288,9 @@ class JobAdmin(ReviewOnly, DeletesFiles, JobColumns, admin.ModelAdmin):
         if not segments:
             return "—"
         rows = format_html_join(
-            "", "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            ((s.get("id", i), f"{s['start']:.2f}", f"{s['end']:.2f}", s.get("text", ""),
+            "", '<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class="extra">{}</td><td class="extra">{}</td>'
+            '<td class="extra">{}</td></tr>',
+            ((s.get("id", i), _decimal(s["start"], 2), _decimal(s["end"], 2), s.get("text", ""),
               len(s.get("words") or []) or "—", _num(s.get("avg_logprob")), _num(s.get("no_speech_prob")))
              for i, s in enumerate(segments[:MAX_SEGMENT_ROWS])),
         )
@@ -276,34 +299,28 @@ class JobAdmin(ReviewOnly, DeletesFiles, JobColumns, admin.ModelAdmin):
             more = format_html("<p>{}</p>", _("%(shown)d of %(total)d segments shown; download the JSON for all.")
                                % {"shown": MAX_SEGMENT_ROWS, "total": len(segments)})
         return format_html(
-            '<table class="segments"><thead><tr><th>#</th><th>{}</th><th>{}</th><th>{}</th><th>{}</th>'
-            "<th>{}</th><th>{}</th></tr></thead><tbody>{}</tbody></table>{}",
+            '<table class="segments"><thead><tr><th>#</th><th>{}</th><th>{}</th><th>{}</th><th class="extra">{}</th>'
+            '<th class="extra">{}</th><th class="extra">{}</th></tr></thead><tbody>{}</tbody></table>{}',
             _("Start (s)"), _("End (s)"), _("Text"), _("Words"), _("Avg. log-prob"), _("No-speech prob."),
             rows, more)
 
     @admin.display(description=_("Language"))
     def language_display(self, job: Job):
-        if not job.language:
-            return "—"
-        if job.language_probability is None:
-            return job.language
-        return f"{job.language} ({job.language_probability:.0%})"
+        return display.language_summary(job)
 
     @admin.display(description=_("Timings"))
     def timings(self, job: Job):
-        duration = job.audio_duration
-        rtf = job.inference_seconds / duration if job.inference_seconds and duration else None
+        rtf = job.rtf
         return format_html("{}: {} · {}: {} · {}: {}",
-                           _("conversion"), _seconds(job.conversion_seconds),
-                           _("inference"), _seconds(job.inference_seconds),
-                           _("real-time factor"), f"{rtf:.3f}" if rtf is not None else "—")
+                           _("conversion"), secs(job.conversion_seconds),
+                           _("inference"), secs(job.inference_seconds),
+                           _("real-time factor"), _decimal(rtf, 3) if rtf is not None else "—")
 
     @admin.display(description=_("Options"))
     def options_table(self, job: Job):
-        options = (job.result or {}).get("options") or job.options
-        rows = format_html_join("", "<tr><td><code>{}</code></td><td>{}</td></tr>",
-                                sorted((k, "—" if v is None else v) for k, v in options.items()))
-        return format_html("<table><tbody>{}</tbody></table>", rows)
+        rows = format_html_join("", '<tr data-option="{}"><td>{}</td><td>{}</td></tr>',
+                                ((row.name, row.label, row.value) for row in display.option_rows(job)))
+        return format_html('<table class="options"><tbody>{}</tbody></table>', rows)
 
     # --- actions ---
 
@@ -339,11 +356,21 @@ class JobAdmin(ReviewOnly, DeletesFiles, JobColumns, admin.ModelAdmin):
 
 
 def _num(value) -> str:
-    return "—" if value is None else f"{value:.3f}"
+    return "—" if value is None else _decimal(value, 3)
 
 
-def _seconds(value) -> str:
-    return "—" if value is None else f"{value:.2f} s"
+def _decimal(value: float, places: int) -> str:
+    """In the page's language (0,091 in Russian), rounded (number_format alone cuts off)."""
+    return number_format(round(value, places), places)
+
+
+def short_datetime(value) -> str:
+    """A compact date and time in the page's language (29.11.2026 03:34, 11/29/2026 3:34 a.m.)."""
+    return date_format(timezone.localtime(value), "SHORT_DATETIME_FORMAT") if value else "—"
+
+
+def status_label(status: str) -> str:
+    return gettext(Job.Status(status).label) if status in Job.Status.values else status
 
 
 # --- uploads --------------------------------------------------------------------------------------
@@ -378,15 +405,15 @@ class UploadAdmin(ReviewOnly, DeletesFiles, admin.ModelAdmin):
 
     @admin.display(description=_("Created"), ordering="created_at")
     def created(self, upload: Upload):
-        return upload.created_at
+        return short_datetime(upload.created_at)
 
     @admin.display(description=_("Size"), ordering="size")
     def size_display(self, upload: Upload):
-        return human_size(upload.size)
+        return filesize(upload.size)
 
     @admin.display(description=_("Duration"), ordering="duration")
     def duration_display(self, upload: Upload):
-        return _clock(upload.duration)
+        return clock(upload.duration)
 
     @admin.display(description=_("Jobs"), ordering="_jobs")
     def job_count(self, upload: Upload):

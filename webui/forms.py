@@ -8,9 +8,11 @@ from typing import Any
 
 from annotated_types import Ge, Gt, Le, Lt
 from django import forms
+from django.conf import settings
 from django.utils.translation import gettext_lazy as _
 from pydantic import ValidationError
 
+from transcription import services
 from transcription.schemas import TranscribeOptions
 
 from . import selectors
@@ -49,7 +51,7 @@ def _flag(name: str, label, help_text="") -> forms.BooleanField:
 class OptionsForm(forms.Form):
     """Every option a person may want from the page; the API's own defaults fill the rest."""
 
-    language = forms.ChoiceField(label=_("Language"), initial="auto")
+    language = forms.ChoiceField(label=_("Language"))  # initial: WHISPER_DEFAULT_LANGUAGE
     task = forms.ChoiceField(
         label=_("Task"), initial=_default("task"),
         choices=[("transcribe", _("Transcribe")),
@@ -92,11 +94,13 @@ class OptionsForm(forms.Form):
     ADVANCED = ("engine", "word_timestamps", "condition_on_previous_text", "no_speech_threshold",
                 "hallucination_silence_threshold", "remove_silence", "silence_threshold",
                 "silence_duration", "beam_size", "temperature", "initial_prompt")
+    PLANNED = ("model", "engine", "language", "task")  # services.plan checks these together
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         models, default_model, default_engine, engines = selectors.installed_models()
         self.fields["language"].choices = selectors.language_choices()
+        self.fields["language"].initial = settings.WHISPER_DEFAULT_LANGUAGE  # read now: it may change
         english_only = _("English only")
         self.fields["model"].choices = [
             (m.name, m.name if m.multilingual else f"{m.name} ({english_only})") for m in models
@@ -128,12 +132,45 @@ class OptionsForm(forms.Form):
     def advanced_fields(self):
         return [self[name] for name in self.ADVANCED]
 
+    def clean(self):
+        """Every check at once, so a person fixes everything in one go: the form's own, the schema's
+        for the fields that passed them, then the plan's when its fields are all valid."""
+        cleaned = super().clean()
+        try:
+            options = TranscribeOptions(**self._valid_data())
+        except ValidationError as exc:
+            self.add_schema_errors(exc)
+            try:  # the valid fields, with the schema's defaults for the others
+                options = TranscribeOptions(**self._valid_data())
+            except ValidationError:
+                return cleaned
+        if not any(name in self.errors for name in self.PLANNED):
+            try:
+                services.plan(options)
+            except services.ServiceError as exc:
+                self.add_error(exc.field if exc.field in self.fields else None, exc.message)
+        return cleaned
+
+    def _valid_data(self) -> dict[str, Any]:
+        return {k: v for k, v in self.cleaned_data.items() if v not in (None, "") and k not in self.errors}
+
     def options(self) -> TranscribeOptions:
         """The cleaned form as the service's options; raises pydantic's ValidationError."""
-        data = {k: v for k, v in self.cleaned_data.items() if v not in (None, "")}
-        return TranscribeOptions(**data)
+        return TranscribeOptions(**self._valid_data())
 
     def add_schema_errors(self, exc: ValidationError) -> None:
         for err in exc.errors():
             name = str(err["loc"][0]) if err.get("loc") else None
-            self.add_error(name if name in self.fields else None, err.get("msg", "invalid"))
+            message = err.get("msg", "invalid").removeprefix("Value error, ")  # pydantic's, not the person's
+            self.add_error(name if name in self.fields else None, message)
+
+    def error_summary(self) -> list[tuple[str, str, str]]:
+        """(field id or "", label or "", message) for every error, in the order of the fields."""
+        rows = [("", "", message) for message in self.non_field_errors()]
+        for name in self.BASIC + self.ADVANCED:
+            for message in self.errors.get(name, []):
+                rows.append((self[name].id_for_label, str(self.fields[name].label), message))
+        return rows
+
+    def advanced_errors(self) -> bool:
+        return any(name in self.errors for name in self.ADVANCED)

@@ -7,12 +7,13 @@ from uuid import UUID
 
 from django.core.paginator import Page, Paginator
 from django.db.models import QuerySet
-from django.utils.translation import get_language_info
 from django.utils.translation import gettext as _
 
 from transcription import services
 from transcription.languages import LANGUAGES
 from transcription.models import Job
+
+from .languages import language_name
 
 HISTORY_PAGE_SIZE = 25
 
@@ -49,16 +50,6 @@ def installed_models() -> tuple[list[ModelChoice], str | None, str, list[str]]:
         for m in listing["models"] if m["installed"]
     ]
     return installed, listing["default"], listing["engine"], list(listing["engines_available"])
-
-
-def language_name(code: str) -> str:
-    """A language's name in the page's language (Django's table), else Whisper's English name."""
-    if not code:
-        return ""
-    try:
-        return str(get_language_info(code)["name_translated"])
-    except KeyError:
-        return LANGUAGES.get(code, code).title()
 
 
 def language_choices() -> list[tuple[str, str]]:

@@ -21,11 +21,12 @@ from django.views.decorators.http import require_POST, require_safe
 from transcription import services
 from transcription.auth import tokens_required
 from transcription.models import Job
-from transcription.uploads import ALLOWED_EXTENSIONS, human_size
+from transcription.uploads import ALLOWED_EXTENSIONS
 
-from . import selectors
+from . import display, selectors
 from .forms import OptionsForm
 from .media import ranged_file_response
+from .templatetags.webui import filesize
 
 DOWNLOAD_FORMATS = ("txt", "srt", "vtt", "json")
 
@@ -58,6 +59,9 @@ def js_strings() -> dict[str, str]:
         "of": _("%(done)s of %(total)s"), "open": _("Open"), "cancel": _("Cancel"),
         "copied": _("Copied to the clipboard."), "copy_failed": _("Could not copy; select the text instead."),
         "no_model": _("No model is installed; see the README."),
+        # humanSize() in common.js: the same steps and words as the filesize filter
+        "size_bytes": _("%(value)s bytes"), "size_kb": _("%(value)s KB"), "size_mb": _("%(value)s MB"),
+        "size_gb": _("%(value)s GB"),
         "cannot_play": _("Your browser cannot play this file; the transcript is still usable."),
     }
 
@@ -70,7 +74,7 @@ def index(request: HttpRequest) -> HttpResponse:
         "accept": ",".join(ALLOWED_EXTENSIONS),
         "extensions": ", ".join(ALLOWED_EXTENSIONS),
         "max_bytes": settings.MAX_UPLOAD_BYTES,
-        "max_size": human_size(settings.MAX_UPLOAD_BYTES),
+        "max_size": filesize(settings.MAX_UPLOAD_BYTES),
         "js_strings": js_strings(),
     })
 
@@ -95,19 +99,17 @@ def _job_or_404(job_id: UUID) -> Job:
 
 def _job_context(job: Job, form: OptionsForm | None = None) -> dict:
     result = job.result if job.status == Job.Status.DONE else None
-    duration = job.audio_duration or job.upload.duration
     return {
         "job": job,
         "upload": job.upload,
         "result": result,
         "segments": (result or {}).get("segments") or [],
         "has_words": any(s.get("words") for s in (result or {}).get("segments") or []),
-        "duration": duration,
-        "rtf": (job.inference_seconds / duration) if job.inference_seconds and duration else None,
-        "language_name": selectors.language_name(job.language),
-        "language_percent": (round(job.language_probability * 100)
-                             if job.language_probability is not None else None),
-        "options": sorted(((result or {}).get("options") or job.options).items()),
+        "has_text": bool(((result or {}).get("text") or "").strip()),
+        "duration": job.duration,
+        "rtf": job.rtf,
+        "language": display.language_summary(job),
+        "options": display.option_rows(job),
         "formats": DOWNLOAD_FORMATS,
         "active": job.status in (Job.Status.QUEUED, Job.Status.RUNNING),
         "retry_form": form or OptionsForm(initial=OptionsForm.initial_from_job(job)),

@@ -1,15 +1,16 @@
 """Template filters for times, sizes and statuses, shared by the pages and the admin."""
 from __future__ import annotations
 
-import json
-
 from django import template
 from django.utils.formats import number_format
 from django.utils.translation import gettext as _
-
-from transcription.uploads import human_size
+from django.utils.translation import gettext_lazy
 
 register = template.Library()
+
+# The steps of the API's human_size (transcription/uploads.py), in the page's language.
+SIZES = (gettext_lazy("%(value)s bytes"), gettext_lazy("%(value)s KB"), gettext_lazy("%(value)s MB"),
+         gettext_lazy("%(value)s GB"))
 
 
 @register.filter
@@ -37,25 +38,27 @@ def secs(seconds) -> str:
     """1.234 → "1.23 s"."""
     if seconds is None or seconds == "":
         return "—"
-    return _("%(value)s s") % {"value": number_format(float(seconds), 2)}
+    return _("%(value)s s") % {"value": number_format(round(float(seconds), 2), 2)}  # rounded, localised
 
 
 @register.filter
 def filesize(n) -> str:
-    return human_size(int(n)) if n is not None else "—"
+    """1153434 → "1.1 MB" ("1,1 МБ" on a Russian page); None → "—"."""
+    if n is None or n == "":
+        return "—"
+    size = float(n)
+    if size < 1024:
+        return str(SIZES[0]) % {"value": int(size)}
+    for pattern in SIZES[1:]:
+        size /= 1024
+        if size < 1024 or pattern is SIZES[-1]:
+            break
+    return str(pattern) % {"value": number_format(round(size, 1), 1)}
 
 
 @register.filter
 def percent(value) -> str:
     return f"{float(value or 0):.0f} %"
-
-
-@register.filter
-def optionvalue(value) -> str:
-    """An option's value as a person reads it (JSON spelling for booleans and null)."""
-    if isinstance(value, str):
-        return value
-    return json.dumps(value, ensure_ascii=False)
 
 
 STATUS_LABELS = {

@@ -9,11 +9,14 @@
     return vars ? text.replace(/%\((\w+)\)s/g, (m, name) => (name in vars ? vars[name] : m)) : text;
   }
 
+  // 1153434 → "1.1 MB" ("1,1 МБ" on a Russian page), as the server's filesize filter writes it.
   function humanSize(n) {
-    const units = ["bytes", "KB", "MB", "GB", "TB"];
+    const units = ["size_bytes", "size_kb", "size_mb", "size_gb"];
     let i = 0;
     while (n >= 1024 && i < units.length - 1) { n /= 1024; i++; }
-    return i === 0 ? n + " bytes" : n.toFixed(1) + " " + units[i];
+    const lang = document.documentElement.lang || undefined;
+    const value = i === 0 ? String(n) : n.toLocaleString(lang, { minimumFractionDigits: 1, maximumFractionDigits: 1 });
+    return t(units[i], { value });
   }
 
   function clock(seconds) {

@@ -1,0 +1,95 @@
+"""Pages hold any content at any width: a 300-character file name on every page (upload, job,
+history, the admin's job list and job page), on a 1,280 px screen and a 390 px phone, in English
+and Russian: nothing scrolls sideways. Screenshots go to the test's folder for a person to look at."""
+from __future__ import annotations
+
+import pytest
+
+from tests.browser import chromium, drop_files, pages, screenshot, sideways  # noqa: F401
+from tests.test_webui import JFK_RESULT, make_job
+
+LONG_NAME = ("interview_with_the_regional_planning_committee_" * 7)[:296] + ".mp3"  # no break opportunity
+WIDTHS = (1280, 390)
+LOCALES = ("en-US", "ru-RU")
+
+
+@pytest.fixture
+def long_job(eval_dir):
+    job = make_job(LONG_NAME, source=eval_dir / "jfk.flac", status="done", result=JFK_RESULT)
+    for i in range(3):
+        make_job(f"meeting-{i}.mp3", status="failed" if i == 1 else "done", result=JFK_RESULT if i != 1 else None)
+    return job
+
+
+def _fits(page, what: str) -> None:
+    assert sideways(page) == [], f"{what} scrolls sideways"
+
+
+def _each_view(pages, path: str, user=None):
+    for locale in LOCALES:
+        for width in WIDTHS:
+            if user is None:
+                page = pages.open(path, locale=locale, width=width)
+            else:
+                page = pages.open_logged_in(user, path, locale=locale, width=width)
+            yield page, f"{locale[:2]}-{width}"
+
+
+@pytest.mark.integration
+@pytest.mark.django_db(transaction=True)
+def test_upload_page_fits_a_long_file_name_at_every_width(pages, eval_dir, tmp_path):
+    for page, view in _each_view(pages, "/"):
+        page.click("details.advanced summary")
+        drop_files(page, "#dropzone", [(LONG_NAME[:-4] + ".txt", b"not audio"),
+                                       (LONG_NAME, (eval_dir / "jfk.flac").read_bytes())])
+        page.wait_for_function("[...document.querySelectorAll('.upload-row')].every("
+                               "r => ['rejected', 'queued', 'running', 'done'].includes(r.dataset.status))")
+        screenshot(page, f"upload-{view}.png", tmp_path)
+        _fits(page, f"upload page {view}")
+
+
+@pytest.mark.integration
+@pytest.mark.django_db(transaction=True)
+def test_job_page_fits_a_long_file_name_and_its_options_at_every_width(pages, long_job, tmp_path):
+    for page, view in _each_view(pages, f"/jobs/{long_job.id}/"):
+        page.click("#options-title")
+        page.click("#retry-form details.advanced summary")
+        screenshot(page, f"job-{view}.png", tmp_path)
+        _fits(page, f"job page {view}")
+
+
+@pytest.mark.integration
+@pytest.mark.django_db(transaction=True)
+def test_history_fits_a_long_file_name_at_every_width(pages, long_job, tmp_path):
+    for page, view in _each_view(pages, "/jobs/"):
+        screenshot(page, f"history-{view}.png", tmp_path)
+        _fits(page, f"history {view}")
+        # every row's file name and status are on screen, not pushed off by the long name
+        for row in page.locator("#history tbody tr").all():
+            for cell in (row.locator("a").first, row.locator(".badge")):
+                box = cell.bounding_box()
+                assert box and 0 <= box["x"] and box["x"] + box["width"] <= page.viewport_size["width"], view
+
+
+@pytest.mark.integration
+@pytest.mark.django_db(transaction=True)
+def test_admin_job_list_and_job_page_fit_at_every_width(pages, long_job, admin_user, tmp_path):
+    for page, view in _each_view(pages, "/admin/transcription/job/", admin_user):
+        assert page.locator("#result_list tbody tr").count() == 4
+        screenshot(page, f"admin-jobs-{view}.png", tmp_path)
+        _fits(page, f"admin job list {view}")
+    for page, view in _each_view(pages, f"/admin/transcription/job/{long_job.pk}/change/", admin_user):
+        screenshot(page, f"admin-job-{view}.png", tmp_path)
+        _fits(page, f"admin job page {view}")
+
+
+@pytest.mark.integration
+@pytest.mark.django_db(transaction=True)
+def test_admin_job_list_of_ordinary_names_fits_a_laptop_screen(pages, admin_user, tmp_path):
+    for i in range(3):
+        make_job(f"meeting-{i}.mp3", status="done", result=JFK_RESULT)
+    make_job("lecture.mp3", status="running")
+    for locale in LOCALES:
+        page = pages.open_logged_in(admin_user, "/admin/transcription/job/", locale=locale, width=1280)
+        screenshot(page, f"admin-jobs-{locale[:2]}.png", tmp_path)
+        _fits(page, f"admin job list {locale}")
