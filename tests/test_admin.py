@@ -379,3 +379,18 @@ def test_review_retry_and_delete_a_real_job_in_the_admin(service, pages, admin_u
     assert "Successfully deleted 1 upload." in page.inner_text(".messagelist")
     assert not Upload.objects.exists() and not audio.exists()
     assert not _media(retried.result_json_path).exists()
+
+
+def test_workers_are_listed_alive_or_gone_with_what_they_run(admin_client):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from transcription.models import Worker
+
+    Worker.objects.create(name="gpu-1:41", host="gpu-1", pid=41, threads=2, queue="RedisHuey:stt")
+    Worker.objects.create(name="old:7", host="old", pid=7, seen_at=timezone.now() - timedelta(hours=1))
+    html = admin_client.get("/admin/transcription/worker/").content.decode()
+    assert "gpu-1:41" in html and "old:7" in html
+    assert html.count('alt="True"') == 1 and html.count('alt="False"') == 1  # alive / gone
+    assert admin_client.get("/admin/transcription/worker/add/").status_code == 403

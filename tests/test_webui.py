@@ -790,3 +790,30 @@ def test_api_docs_page_works_offline(pages):
     assert page.locator(".opblock-get .opblock-summary-path[data-path='/job/{job_id}']").count() == 1
     assert page.inner_text(".information-container .title").startswith("Whisper transcription service")
     # and the pages fixture fails the test if anything was asked of another host
+
+
+def test_a_running_jobs_time_left_is_the_workers_estimate_not_elapsed_arithmetic(pages):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    job = make_job("long-talk.flac", status="running")
+    # 40 % done after ten minutes of loading and decoding, but the worker measured its decoding
+    # speed and expects to finish in 90 s: elapsed × 60/40 would say 15 minutes.
+    Job.objects.filter(pk=job.pk).update(started_at=timezone.now() - timedelta(minutes=10))
+    job.set_progress(40.0, timezone.now() + timedelta(seconds=90))
+    page = pages.open(f"/jobs/{job.id}/")
+    page.wait_for_function("document.getElementById('live-detail').textContent.includes('left')")
+    detail = page.locator("#live-detail").text_content()
+    assert re.search(r"about 1:(2\d|30) left", detail), detail
+
+
+@pytest.mark.django_db
+def test_the_upload_page_says_when_no_worker_would_take_the_files(client):
+    from transcription.models import Worker
+
+    Worker.objects.all().delete()
+    page = client.get("/", HTTP_ACCEPT_LANGUAGE="ru").content.decode()
+    assert 'id="no-worker"' in page and "Обработчик не запущен" in page
+    Worker.objects.create(name="here:1", host="here", pid=1)
+    assert 'id="no-worker"' not in client.get("/").content.decode()

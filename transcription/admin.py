@@ -18,7 +18,7 @@ from webui import display
 from webui.templatetags.webui import clock, filesize, secs
 
 from . import services
-from .models import Job, Upload
+from .models import Job, Upload, Worker
 
 
 admin.site.site_header = _("Whisper transcription")
@@ -427,3 +427,34 @@ class UploadAdmin(ReviewOnly, DeletesFiles, admin.ModelAdmin):
     def audio(self, upload: Upload):
         job = upload.jobs.order_by("-created_at").first()
         return audio_player(job) if job else "—"
+
+
+@admin.register(Worker)
+class WorkerAdmin(ReviewOnly, admin.ModelAdmin):
+    """The queue consumers that announced themselves: alive or gone, and what each one runs."""
+
+    list_display = ("name", "alive", "threads", "queue", "started", "seen", "running")
+    readonly_fields = ("name", "host", "pid", "threads", "queue", "started_at", "seen_at")
+    search_fields = ("name", "host")
+
+    def has_change_permission(self, request, obj=None):
+        return request.method in ("GET", "HEAD") and super().has_change_permission(request, obj)
+
+    @admin.display(description=_("Alive"), boolean=True)
+    def alive(self, worker: Worker) -> bool:
+        return worker.is_alive
+
+    @admin.display(description=_("Started"), ordering="started_at")
+    def started(self, worker: Worker):
+        return short_datetime(worker.started_at)
+
+    @admin.display(description=_("Last heartbeat"), ordering="seen_at")
+    def seen(self, worker: Worker):
+        return short_datetime(worker.seen_at)
+
+    @admin.display(description=_("Running jobs"))
+    def running(self, worker: Worker):
+        jobs = Job.objects.filter(status=Job.Status.RUNNING, worker=worker.name).select_related("upload")
+        return format_html_join(", ", '<a href="{}">{}</a>', (
+            (reverse("admin:transcription_job_change", args=[job.pk]), job.upload.original_name) for job in jobs
+        )) or "—"

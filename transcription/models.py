@@ -162,7 +162,7 @@ class Job(models.Model):
         verbose_name_plural = _("jobs")
 
     def __str__(self) -> str:
-        return f"{self.id} ({self.status})"
+        return f"{self.id} ({self.get_status_display()})"  # the status in the reader's language
 
     @property
     def is_final(self) -> bool:

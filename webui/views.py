@@ -76,6 +76,7 @@ def index(request: HttpRequest) -> HttpResponse:
         "max_bytes": settings.MAX_UPLOAD_BYTES,
         "max_size": filesize(settings.MAX_UPLOAD_BYTES),
         "js_strings": js_strings(),
+        "no_worker": not services.workers_available(),
     })
 
 

@@ -43,8 +43,10 @@
     if (!started) return parts;
     const elapsed = ((finished || serverNow()) - started) / 1000;
     parts.push(t("elapsed", { time: clock(elapsed) }));
-    if (job.status === "running" && job.progress > 0 && job.progress < 100) {
-      parts.push(t("eta", { time: clock(elapsed * (100 - job.progress) / job.progress) }));
+    // The worker's own estimate, from the speed it has measured since decoding began (or, before
+    // the first window, from recent jobs of the model): not elapsed time, which counts loading.
+    if (job.status === "running" && job.eta_seconds !== null && job.eta_seconds !== undefined) {
+      parts.push(t("eta", { time: clock(job.eta_seconds) }));
     }
     return parts;
   }
