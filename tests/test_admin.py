@@ -97,8 +97,7 @@ def test_job_page_renders_the_result_readably_and_cannot_be_edited(admin_client,
 @pytest.mark.django_db
 def test_upload_page_shows_its_jobs_inline_and_the_list_counts_them(admin_client):
     first = make_job("jfk.flac", status="failed")
-    second = Job.objects.create(upload=first.upload, options=first.options, requested_model="base",
-                                requested_engine="ctranslate2")
+    second = Job.objects.create(upload=first.upload, spec_data=first.spec_data, model="base", engine="ctranslate2")
     html = admin_client.get(f"{UPLOADS}{first.upload_id}/change/").content.decode()
     assert "Jobs on this upload" in html
     assert f"/admin/transcription/job/{first.pk}/change/" in html
@@ -128,7 +127,7 @@ def test_retry_action_queues_the_same_options_again(admin_client, eval_dir):
     assert "1 job queued again." in response.content.decode()
     new = Job.objects.exclude(pk=old.pk).get()
     assert new.status == "queued" and new.upload_id == old.upload_id
-    assert new.options == old.options and new.requested_model == old.requested_model
+    assert new.options == old.options and new.model == old.model
 
     (_media(old.upload.stored_path)).unlink()
     response = admin_client.post(JOBS, {"action": "retry_jobs", "_selected_action": [old.pk]}, follow=True)
@@ -141,9 +140,11 @@ def test_deleting_jobs_removes_their_files_and_uploads_nobody_else_uses(
         admin_client, django_capture_on_commit_callbacks):
     lone = make_job("lone.mp3", status="done", result=JFK_RESULT)
     shared = make_job("shared.mp3", status="done", result=JFK_RESULT)
-    sibling = Job.objects.create(upload=shared.upload, options=shared.options, requested_model="base")
-    files = {job.pk: [_media(job.result_json_path), _media(job.result_text_path), _media(job.upload.stored_path)]
-             for job in (lone, shared)}
+    sibling = Job.objects.create(upload=shared.upload, spec_data=shared.spec_data, model="base")
+    legacy = _media(lone.result_text_path).with_suffix(".json")  # the copy jobs kept before
+    legacy.write_text("{}")
+    files = {job.pk: [legacy if job is lone else _media(job.result_text_path),
+                      _media(job.result_text_path), _media(job.upload.stored_path)] for job in (lone, shared)}
     assert all(p.is_file() for paths in files.values() for p in paths)
 
     actions = admin_client.get(JOBS).content.decode()
@@ -163,9 +164,9 @@ def test_deleting_jobs_removes_their_files_and_uploads_nobody_else_uses(
 @pytest.mark.django_db
 def test_deleting_an_upload_removes_its_audio_jobs_and_results(admin_client, django_capture_on_commit_callbacks):
     job = make_job("talk.mp3", status="done", result=JFK_RESULT)
-    running = Job.objects.create(upload=job.upload, options=job.options, requested_model="base")
-    running.start(engine="ctranslate2", model="base")
-    paths = [_media(job.result_json_path), _media(job.result_text_path), _media(job.upload.stored_path)]
+    running = Job.objects.create(upload=job.upload, spec_data=job.spec_data, model="base")
+    running.start()
+    paths = [_media(job.result_text_path), _media(job.upload.stored_path)]
     with django_capture_on_commit_callbacks(execute=True):
         response = admin_client.post(f"{UPLOADS}{job.upload_id}/delete/", {"post": "yes"})
     assert response.status_code == 302
@@ -205,7 +206,7 @@ def test_admin_model_and_field_names_are_translated(admin_client):
     assert "Относительно MEDIA_ROOT." in upload
     assert "Изменить загруженный файл" in upload
     job_page = admin_client.get(f"{JOBS}{job.pk}/change/").content.decode()
-    for label in ("Запрошенная модель", "Запрошенный движок", "Время начала", "Время завершения", "Попытки",
+    for label in ("Модель", "Движок", "Время начала", "Время завершения", "Попытки",
                   "Пакет"):
         assert f"<label>{label}:</label>" in job_page, label
 
@@ -219,7 +220,7 @@ def test_admin_model_and_field_names_are_translated(admin_client):
         assert f"<label>{label}:</label>" in upload, label
     assert "Relative to MEDIA_ROOT." in upload and "Change upload" in upload
     job_page = admin_client.get(f"{JOBS}{job.pk}/change/", HTTP_ACCEPT_LANGUAGE="en").content.decode()
-    for label in ("Requested model", "Requested engine", "Started at", "Finished at", "Attempts", "Batch"):
+    for label in ("Model", "Engine", "Started at", "Finished at", "Attempts", "Batch"):
         assert f"<label>{label}:</label>" in job_page, label
 
 
@@ -316,7 +317,7 @@ def test_review_retry_and_delete_a_real_job_in_the_admin(service, pages, admin_u
         body = requests.post(f"{service}/transcribe", files={"file": ("jfk.flac", fh)},
                              data={"language": "en", "model": "base", "engine": "ctranslate2"}, timeout=120).json()
     job = Job.objects.get(pk=body["job_id"])
-    result_files = [_media(job.result_json_path), _media(job.result_text_path)]
+    result_files = [_media(job.result_text_path)]
     audio = _media(job.upload.stored_path)
     assert all(p.is_file() for p in [*result_files, audio])
 
@@ -378,7 +379,7 @@ def test_review_retry_and_delete_a_real_job_in_the_admin(service, pages, admin_u
         page.click("input[type=submit]")
     assert "Successfully deleted 1 upload." in page.inner_text(".messagelist")
     assert not Upload.objects.exists() and not audio.exists()
-    assert not _media(retried.result_json_path).exists()
+    assert not _media(retried.result_text_path).exists()
 
 
 def test_workers_are_listed_alive_or_gone_with_what_they_run(admin_client):

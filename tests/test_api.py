@@ -46,7 +46,7 @@ def test_jfk_on_base_with_ctranslate2_matches_the_reference(service, clips):
     assert body["uploaded_file"] == f"{job.id}_jfk.flac" and body["result_file"] == f"{job.id}_jfk.txt"
     text_file = Path(settings.MEDIA_ROOT) / job.result_text_path
     assert text_file.read_text(encoding="utf-8").strip() == body["text"]
-    assert (Path(settings.MEDIA_ROOT) / job.result_json_path).is_file()
+    assert not (Path(settings.MEDIA_ROOT) / job.result_text_path).with_suffix(".json").exists()  # stored once
     assert job.status == "done" and job.progress == 100 and job.inference_seconds > 0
     assert job.upload.sha256 and job.upload.size == clips["flac"].stat().st_size
     # no temporary audio left behind

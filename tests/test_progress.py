@@ -32,7 +32,7 @@ def running(clips, monkeypatch):
     monkeypatch.setattr(pipeline.time, "monotonic", clock)
     job = services.create_job(SimpleUploadedFile("jfk.mp3", clips["mp3"].read_bytes()),
                               TranscribeOptions(language="en", model="base", engine="ctranslate2"))
-    job.start("ctranslate2", "base", worker=services.worker_id())
+    job.start(worker=services.worker_id())
     return job, clock
 
 
@@ -96,7 +96,7 @@ def test_the_command_line_keeps_log_lines_off_the_bar_and_results_get_the_config
     assert any("jfk.flac" in p and "100 %" in p for p in pieces)
     # The job's own result files take FILE_UPLOAD_PERMISSIONS (0640), not the temp file's 0600.
     results = list((tmp_path / "data" / "media" / "results").iterdir())
-    assert len(results) == 2 and all(stat.S_IMODE(p.stat().st_mode) == 0o640 for p in results)
+    assert len(results) == 1 and all(stat.S_IMODE(p.stat().st_mode) == 0o640 for p in results)
     # What the command writes for the user is an ordinary new file: 0666 less the umask.
     umask = os.umask(0)
     os.umask(umask)

@@ -27,7 +27,7 @@ def _job(clips, **options) -> Job:
 
 
 def _started_long_ago(job: Job, worker: str = "lost-host:1", seconds: float = 3600) -> Job:
-    job.start("ctranslate2", "base", worker=worker)
+    job.start(worker=worker)
     Job.objects.filter(pk=job.pk).update(heartbeat_at=timezone.now() - timedelta(seconds=seconds))
     job.refresh_from_db()
     return job
@@ -85,9 +85,9 @@ def test_reaper_leaves_jobs_with_a_fresh_heartbeat_alone(clips):
 @pytest.mark.django_db
 def test_a_stopping_worker_hands_back_only_its_own_jobs_with_the_attempt_refunded(clips):
     mine = _job(clips)
-    mine.start("ctranslate2", "base", worker=services.worker_id())
+    mine.start(worker=services.worker_id())
     theirs = _job(clips)
-    theirs.start("ctranslate2", "base", worker="other-host:42")
+    theirs.start(worker="other-host:42")
     try:
         assert services.stop_running_jobs(timeout=0) == 1
     finally:
@@ -101,7 +101,7 @@ def test_a_stopping_worker_hands_back_only_its_own_jobs_with_the_attempt_refunde
 @pytest.mark.django_db
 def test_orphaned_temporary_audio_is_removed_by_the_reaper(clips):
     running = _job(clips)
-    running.start("ctranslate2", "base", worker=services.worker_id())
+    running.start(worker=services.worker_id())
     tmp = Path(settings.FILE_UPLOAD_TEMP_DIR)
     keep = tmp / f"job-{running.pk}-abc"
     orphan = tmp / "job-00000000-0000-0000-0000-000000000000-xyz"
@@ -133,8 +133,8 @@ def test_heartbeat_thread_keeps_the_job_alive_and_stops_when_the_job_is_taken_aw
 def test_purge_is_a_dry_run_until_told_and_spares_recent_and_running_work(
         clips, capsys, django_capture_on_commit_callbacks):
     old = _job(clips)
-    old.start("ctranslate2", "base")
-    old.finish({"text": "x"}, "results/old.json", "results/old.txt")
+    old.start()
+    old.finish({"text": "x"}, "results/old.txt")
     for rel in ("results/old.json", "results/old.txt"):
         path = Path(settings.MEDIA_ROOT, rel)
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -69,11 +69,11 @@ def test_audio_that_fails_to_decode_marks_the_job_failed_and_cleans_up(clips):
 
 def test_state_machine_refuses_illegal_moves(clips):
     job = _job(clips)
-    job.start("ctranslate2", "base")
+    job.start()
     with pytest.raises(TransitionError):
-        job.start("ctranslate2", "base")  # two workers cannot both take it
-    job.finish({"text": ""}, "a", "b")
-    for move in (lambda: job.start("ctranslate2", "base"), job.cancel, lambda: job.fail("x")):
+        job.start()  # two workers cannot both take it
+    job.finish({"text": ""}, "b")
+    for move in (lambda: job.start(), job.cancel, lambda: job.fail("x")):
         with pytest.raises(TransitionError):
             move()
     job.refresh_from_db()
@@ -84,9 +84,9 @@ def test_retry_queues_a_new_job_on_the_same_upload_with_new_options(clips):
     job = _job(clips)
     again = services.retry(job, TranscribeOptions(language="auto", model="tiny.en", engine="ctranslate2"))
     assert again.pk != job.pk and again.upload_id == job.upload_id
-    assert again.requested_model == "tiny.en" and again.options["language"] == "auto"
+    assert again.model == "tiny.en" and again.options["language"] == "auto"
     same = services.retry(job)
-    assert same.requested_model == "base" and same.options == job.options
+    assert same.model == "base" and same.options == job.options
     with pytest.raises(services.ServiceError, match="English-only"):
         services.retry(job, TranscribeOptions(language="de", model="tiny.en"))
 

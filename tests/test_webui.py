@@ -19,10 +19,16 @@ from tests.browser import (chromium, check_accessible_basics, drop_files, pages,
 from tests.conftest import JFK_REFERENCE, wer
 from transcription.models import Job, Upload
 from transcription.schemas import TranscribeOptions
+from transcription.spec import JobSpec
 from transcription.uploads import ALLOWED_EXTENSIONS
 from webui.media import parse_range
 
 DEFAULT_OPTIONS = TranscribeOptions().model_dump(exclude={"model", "engine", "wait"})
+
+
+def spec_data(**options) -> dict:
+    """A job's stored spec, as intake makes it from a request with these options."""
+    return JobSpec.from_request(TranscribeOptions(**options)).model_dump(mode="json")
 
 
 def make_job(name: str = "talk.flac", source: Path | None = None, status: str = "queued",
@@ -38,20 +44,19 @@ def make_job(name: str = "talk.flac", source: Path | None = None, status: str = 
         path.write_bytes(b"\0" * 1000)
     upload = Upload.objects.create(original_name=name, stored_path=rel, size=path.stat().st_size,
                                    sha256=hashlib.sha256(path.read_bytes()).hexdigest(), duration=11.0)
-    job = Job.objects.create(upload=upload, options={**DEFAULT_OPTIONS, "language": language},
-                             requested_model="base", requested_engine="ctranslate2", **fields)
+    job = Job.objects.create(upload=upload, model="base", engine="ctranslate2",
+                             spec_data=spec_data(language=language), **fields)
     if status != "queued":
-        job.start(engine="ctranslate2", model="base")
+        job.start()
     if status == "done":
         result = result or {"text": "hello", "segments": []}
         if "options" in result:  # what the job was asked for, as the pipeline records it
             result = {**result, "options": {**result["options"], "language": language}}
-        json_rel, text_rel = f"results/{job.id}.json", f"results/{job.id}.txt"
-        for rel, body in ((json_rel, json.dumps(result)), (text_rel, result["text"])):
-            (Path(settings.MEDIA_ROOT) / rel).parent.mkdir(parents=True, exist_ok=True)
-            (Path(settings.MEDIA_ROOT) / rel).write_text(body, encoding="utf-8")
+        text_rel = f"results/{job.id}.txt"
+        (Path(settings.MEDIA_ROOT) / text_rel).parent.mkdir(parents=True, exist_ok=True)
+        (Path(settings.MEDIA_ROOT) / text_rel).write_text(result["text"], encoding="utf-8")
         detected = language == "auto"
-        job.finish(result, json_rel, text_rel, inference_seconds=1.0, language="en" if detected else language,
+        job.finish(result, text_rel, inference_seconds=1.0, language="en" if detected else language,
                    language_probability=0.97 if detected else None)
     elif status == "failed":
         job.fail("this file has no audio stream", "bad_audio")
@@ -249,7 +254,7 @@ def test_retry_queues_a_new_job_with_the_new_options(client, eval_dir):
     new = Job.objects.exclude(pk=old.pk).get()
     assert response.status_code == 302 and response["Location"] == f"/jobs/{new.id}/"
     assert new.upload_id == old.upload_id and new.status == "queued"
-    assert new.requested_model == "tiny.en" and new.requested_engine == "ctranslate2"
+    assert new.model == "tiny.en" and new.engine == "ctranslate2"
     assert new.options["word_timestamps"] is False  # unticked box
     assert new.options["remove_silence"] is True
     assert new.options["beam_size"] == 2 and new.options["initial_prompt"] == "Kennedy"

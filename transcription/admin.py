@@ -17,7 +17,7 @@ from django.utils.translation import gettext_lazy as _
 from webui import display
 from webui.templatetags.webui import clock, filesize, secs
 
-from . import services
+from . import formats, services
 from .models import Job, Upload, Worker
 
 
@@ -33,7 +33,6 @@ STATUS_COLOURS = {  # background, text: each pair at least 4.5:1
     "queued": ("#565e64", "#fff"), "running": ("#0a58ca", "#fff"), "done": ("#146c43", "#fff"),
     "failed": ("#b02a37", "#fff"), "cancelled": ("#ffe69c", "#523e02"),
 }
-RESULT_FORMATS = ("txt", "srt", "vtt", "tsv", "json")
 MAX_SEGMENT_ROWS = 500
 
 
@@ -145,11 +144,11 @@ class JobColumns:
 
     @admin.display(description=_("Model"), ordering="model")
     def model_used(self, job: Job):
-        return job.model or job.requested_model
+        return job.model
 
     @admin.display(description=_("Engine"), ordering="engine")
     def engine_used(self, job: Job):
-        return job.engine or job.requested_engine
+        return job.engine
 
     @admin.display(description=_("Model, engine"), ordering="model")
     def model_engine(self, job: Job):
@@ -207,14 +206,13 @@ class JobAdmin(ReviewOnly, DeletesFiles, JobColumns, admin.ModelAdmin):
         (None, {"fields": ("id", "upload_link", "status_display", "progress_display", "error_display",
                            "on_site")}),
         (_("Result"), {"fields": ("audio", "result_files", "text", "segments_table")}),
-        (_("Run"), {"fields": ("model", "engine", "requested_model", "requested_engine",
-                               "language_display", "duration", "silence_offset", "timings",
+        (_("Run"), {"fields": ("model", "engine", "language_display", "duration", "silence_offset", "timings",
                                "created_at", "started_at", "finished_at", "attempts", "batch")}),
         (_("Options"), {"fields": ("options_table",)}),
     )
     readonly_fields = ("id", "upload_link", "status_display", "progress_display", "error_display",
                        "on_site", "audio", "result_files", "text", "segments_table", "model", "engine",
-                       "requested_model", "requested_engine", "language_display", "duration",
+                       "language_display", "duration",
                        "silence_offset", "timings", "created_at", "started_at", "finished_at",
                        "attempts", "batch", "options_table")
 
@@ -271,9 +269,8 @@ class JobAdmin(ReviewOnly, DeletesFiles, JobColumns, admin.ModelAdmin):
         if job.status != Job.Status.DONE:
             return "—"
         links = format_html_join(" · ", '<a href="/job/{}/result?format={}" download>.{}</a>',
-                                 ((job.pk, fmt, fmt) for fmt in RESULT_FORMATS))
-        stored = format_html_join(", ", "<code>{}</code>",
-                                  ((p,) for p in (job.result_json_path, job.result_text_path) if p))
+                                 ((job.pk, fmt, fmt) for fmt in formats.NAMES))
+        stored = format_html("<code>{}</code>", job.result_text_path) if job.result_text_path else "—"
         return format_html("{}<br><small>{} {}</small>", links, _("Stored under MEDIA_ROOT:"), stored)
 
     @admin.display(description=_("Text"))

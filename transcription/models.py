@@ -7,7 +7,10 @@ from pathlib import Path
 from django.conf import settings
 from django.db import models, transaction
 from django.utils import timezone
+from django.utils.functional import cached_property
 from django.utils.translation import gettext_lazy as _
+
+from .spec import JobSpec
 
 
 class Upload(models.Model):
@@ -123,16 +126,15 @@ class Job(models.Model):
     batch = models.ForeignKey(
         Batch, on_delete=models.SET_NULL, null=True, blank=True, related_name="jobs", verbose_name=_("batch")
     )
-    options = models.JSONField(_("options"), default=dict, help_text=_("Every request option, validated."))
-    requested_model = models.CharField(_("requested model"), max_length=40, blank=True)
-    requested_engine = models.CharField(_("requested engine"), max_length=20, blank=True)
+    spec_data = models.JSONField(_("spec"), default=dict,
+                                 help_text=_("What the worker does, fixed when the job was created (spec.JobSpec)."))
 
     status = models.CharField(
         _("status"), max_length=10, choices=JobStatus.choices, default=JobStatus.QUEUED, db_index=True
     )
     progress = models.FloatField(_("progress"), default=0.0, help_text=_("0-100, fraction of audio decoded."))
-    engine = models.CharField(_("engine"), max_length=20, blank=True, help_text=_("Engine that ran."))
-    model = models.CharField(_("model"), max_length=40, blank=True, help_text=_("Model that ran."))
+    engine = models.CharField(_("engine"), max_length=20, blank=True, help_text=_("Engine it runs on."))
+    model = models.CharField(_("model"), max_length=40, blank=True, help_text=_("Model it runs with."))
     language = models.CharField(_("language"), max_length=16, blank=True)
     language_probability = models.FloatField(_("language probability"), null=True, blank=True)
 
@@ -148,7 +150,6 @@ class Job(models.Model):
         help_text=_("While running: when decoding should end, from the speed measured so far."))
 
     result = models.JSONField(_("result"), null=True, blank=True)
-    result_json_path = models.CharField(_("result json path"), max_length=500, blank=True)
     result_text_path = models.CharField(_("result text path"), max_length=500, blank=True)
     error = models.TextField(_("error"), blank=True)
     worker = models.CharField(_("worker"), max_length=100, blank=True, help_text=_("host:pid running it."))
@@ -167,6 +168,21 @@ class Job(models.Model):
     @property
     def is_final(self) -> bool:
         return self.status in self.FINAL
+
+    @cached_property
+    def spec(self) -> JobSpec:
+        """What the worker does: decoding and silence settings, typed (fixed at creation)."""
+        return JobSpec.model_validate(self.spec_data)
+
+    @property
+    def options(self) -> dict:
+        """The spec in the request's own terms: what answers and pages show as "options"."""
+        return self.spec.request()
+
+    @property
+    def language_chosen(self) -> bool:
+        """Whether the request named the language (else it was detected)."""
+        return self.spec.decode.language is not None
 
     @property
     def duration(self) -> float | None:
@@ -202,7 +218,7 @@ class Job(models.Model):
         for name, value in fields.items():
             setattr(self, name, value)
 
-    def start(self, engine: str, model: str, worker: str = "") -> None:
+    def start(self, worker: str = "") -> None:
         now = timezone.now()
         self._move(
             (JobStatus.QUEUED,),
@@ -210,8 +226,6 @@ class Job(models.Model):
             started_at=now,
             heartbeat_at=now,
             worker=worker[:100],
-            engine=engine,
-            model=model,
             progress=0.0,
             estimated_finish_at=None,
             attempts=models.F("attempts") + 1,
@@ -244,7 +258,7 @@ class Job(models.Model):
             fields["attempts"] = models.F("attempts") - 1
         return bool(rows.update(**fields))
 
-    def finish(self, result: dict, json_path: str, text_path: str, **timings) -> None:
+    def finish(self, result: dict, text_path: str, **timings) -> None:
         with transaction.atomic():
             self._move(
                 (JobStatus.RUNNING,),
@@ -252,7 +266,6 @@ class Job(models.Model):
                 finished_at=timezone.now(),
                 progress=100.0,
                 result=result,
-                result_json_path=json_path,
                 result_text_path=text_path,
                 **timings,
             )

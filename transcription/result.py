@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel
 
 
 class Word(BaseModel):
@@ -35,8 +35,6 @@ class StoredSegment(Segment):
 
 class Result(BaseModel):
     """The specification's response, plus what a client needs to know about how it was made."""
-
-    model_config = ConfigDict(ser_json_inf_nan="null")
 
     text: str
     language: str

@@ -27,6 +27,32 @@ class JobSpec(BaseModel):
     decode: DecodeOptions
     silence: Silence
 
+    @classmethod
+    def from_request(cls, options) -> "JobSpec":
+        """The spec of a validated request (schemas.TranscribeOptions); `request()` turns it back."""
+        return cls(
+            decode=DecodeOptions(
+                language=None if options.language == AUTO else options.language,
+                task=options.task,
+                word_timestamps=options.word_timestamps,
+                condition_on_previous_text=options.condition_on_previous_text,
+                no_speech_threshold=options.no_speech_threshold,
+                hallucination_silence_threshold=options.hallucination_silence_threshold or None,
+                beam_size=options.beam_size,
+                best_of=options.best_of,
+                patience=options.patience,
+                length_penalty=options.length_penalty,
+                temperature=_numbers(options.temperature, float),
+                initial_prompt=options.initial_prompt or None,
+                suppress_tokens=_numbers(options.suppress_tokens, int),
+                without_timestamps=options.no_timestamps,
+                compression_ratio_threshold=options.compression_ratio_threshold,
+                logprob_threshold=options.logprob_threshold,
+            ),
+            silence=Silence(remove=options.remove_silence, threshold_db=options.silence_threshold,
+                            min_duration=options.silence_duration),
+        )
+
     def request(self) -> dict:
         """The spec in the request's own terms (POST /transcribe's fields): shown as "options" in
         answers and on the pages, and the starting point of "run again"."""
@@ -52,3 +78,8 @@ class JobSpec(BaseModel):
             "compression_ratio_threshold": d.compression_ratio_threshold,
             "logprob_threshold": d.logprob_threshold,
         }
+
+
+def _numbers(text: str, kind: type) -> tuple:
+    """'0.0,0.2' → (0.0, 0.2): the request's lists (validated by the schema on the way in)."""
+    return tuple(kind(part) for part in str(text).split(",") if part.strip())

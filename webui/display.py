@@ -31,18 +31,13 @@ ENGINE_DEFAULTS = {"beam_size", "best_of", "patience", "length_penalty"}
 ORDER = (*OptionsForm.BASIC, *OptionsForm.ADVANCED, *OTHER_LABELS)
 
 
-def language_chosen(job: Job) -> bool:
-    """Whether the request named the language (then nothing was detected), rather than 'auto'."""
-    return (job.options.get("language") or AUTO) != AUTO
-
-
 def language_summary(job: Job) -> str:
     """"Russian (ru) · chosen", "English (en) · probability 97 %", or what will happen."""
-    code = job.language or (job.options.get("language") if language_chosen(job) else "")
+    code = job.language or (job.spec.decode.language or "")
     if not code:
         return _("Detect automatically") if job.status in (Job.Status.QUEUED, Job.Status.RUNNING) else "—"
     name = f"{language_name(code)} ({code})"
-    if language_chosen(job):
+    if job.language_chosen:
         return _("%(language)s · chosen") % {"language": name}
     if job.language_probability is not None:
         return _("%(language)s · probability %(percent)s %%") % {

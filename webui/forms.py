@@ -122,8 +122,8 @@ class OptionsForm(forms.Form):
     def initial_from_job(cls, job) -> dict[str, Any]:
         """The form's initial values: what the job was asked for, so a retry starts from there."""
         initial = {name: job.options.get(name) for name in cls.ADVANCED + cls.BASIC if name in job.options}
-        initial["model"] = job.requested_model or job.model
-        initial["engine"] = job.requested_engine or ""
+        initial["model"] = job.model
+        initial["engine"] = job.engine
         return {k: v for k, v in initial.items() if v is not None}
 
     def basic_fields(self):

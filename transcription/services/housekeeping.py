@@ -16,7 +16,9 @@ from .intake import cancel
 
 
 def _job_files(job: Job) -> list[Path]:
-    return [p for p in (media_file(job.result_json_path), media_file(job.result_text_path)) if p]
+    text = media_file(job.result_text_path)
+    # Before the result was stored once (in the row), a .json copy was written beside the text.
+    return [text, text.with_suffix(".json")] if text else []
 
 
 def _unlink_after_commit(paths: list[Path]) -> None:

@@ -15,9 +15,9 @@ from django.db import transaction
 
 from .. import audio, engines, modelstore
 from ..engines import DecodeOptions, EngineUnavailable
-from ..languages import AUTO
 from ..models import Batch, Job, TransitionError, Upload
-from ..schemas import TranscribeOptions, parse_suppress_tokens, parse_temperature
+from ..schemas import TranscribeOptions
+from ..spec import JobSpec
 from ..uploads import check_extension, safe_name, shown_name
 from .base import ServiceError, enqueue_job, log
 from .recovery import workers_available
@@ -27,84 +27,59 @@ from .recovery import workers_available
 
 @dataclass(frozen=True)
 class Plan:
+    """What a request asks, checked against what is installed: a job is created from this."""
+
     model: str
     engine: str
-    decode: DecodeOptions
+    spec: JobSpec
 
 
 def plan(options: TranscribeOptions) -> Plan:
     """Check the options against what is installed and what the engine can do."""
-    installed = modelstore.installed_names()
-    name = options.model or modelstore.default_model()
-    if name is None:
-        raise ServiceError(
-            503, "no Whisper model is installed; run: python manage.py install_model base", "model"
-        )
-    if name not in modelstore.SPECS:
-        raise ServiceError(
-            422,
-            f"unknown model {name!r}; installed models: {', '.join(installed) or 'none'}"
-            f" (known: {', '.join(modelstore.NAMES)})",
-            "model",
-        )
-    if name not in installed:
-        raise ServiceError(
-            422,
-            f"model {name!r} is not installed; installed models: {', '.join(installed) or 'none'}."
-            f" Install it with: python manage.py install_model {name}",
-            "model",
-        )
-    try:
-        engine_name = engines.resolve_engine_name(options.engine)
-        engine = engines.get_engine(engine_name)
-    except (ValueError, EngineUnavailable) as exc:
-        raise ServiceError(422, str(exc), "engine") from None
-    if engine_name not in modelstore.installed_engines(name):
-        raise ServiceError(
-            422,
-            f"model {name!r} is installed for {', '.join(modelstore.installed_engines(name))} only,"
-            f" not for the {engine_name} engine",
-            "engine",
-        )
-    spec = modelstore.spec(name)
-    language = None if options.language == AUTO else options.language
-    if not spec.multilingual:
-        if language not in (None, "en"):
-            raise ServiceError(
-                422, f"model {name!r} is English-only; use language=en or auto, or a multilingual model",
-                "language",
-            )
-        if options.task == "translate":
-            raise ServiceError(422, f"model {name!r} is English-only and cannot translate", "task")
-    hst = options.hallucination_silence_threshold
-    decode = DecodeOptions(
-        language=language,
-        task=options.task,
-        word_timestamps=options.word_timestamps,
-        condition_on_previous_text=options.condition_on_previous_text,
-        no_speech_threshold=options.no_speech_threshold,
-        hallucination_silence_threshold=hst if hst else None,
-        beam_size=options.beam_size,
-        best_of=options.best_of,
-        patience=options.patience,
-        length_penalty=options.length_penalty,
-        temperature=parse_temperature(options.temperature),
-        initial_prompt=options.initial_prompt or None,
-        suppress_tokens=parse_suppress_tokens(options.suppress_tokens),
-        without_timestamps=options.no_timestamps,
-        compression_ratio_threshold=options.compression_ratio_threshold,
-        logprob_threshold=options.logprob_threshold,
-    )
-    problems = engine.unsupported(decode)
+    name = _model(options.model)
+    engine_name = _engine(options.engine, name)
+    spec = JobSpec.from_request(options)
+    _check_language(name, spec.decode)
+    problems = engines.get_engine(engine_name).unsupported(spec.decode)
     if problems:
         raise ServiceError(422, "; ".join(problems), "engine")
-    return Plan(model=name, engine=engine_name, decode=decode)
+    return Plan(model=name, engine=engine_name, spec=spec)
 
 
-def decode_options(job: Job) -> DecodeOptions:
-    """Rebuild a job's decoding options from its stored request (validated on the way in)."""
-    return plan(TranscribeOptions(**{**job.options, "model": job.requested_model,
-                                     "engine": job.requested_engine})).decode
+def _model(requested: str | None) -> str:
+    installed = modelstore.installed_names()
+    name = requested or modelstore.default_model()
+    if name is None:
+        raise ServiceError(503, "no Whisper model is installed; run: python manage.py install_model base", "model")
+    if name not in modelstore.SPECS:
+        raise ServiceError(422, f"unknown model {name!r}; installed models: {', '.join(installed) or 'none'}"
+                                f" (known: {', '.join(modelstore.NAMES)})", "model")
+    if name not in installed:
+        raise ServiceError(422, f"model {name!r} is not installed; installed models: {', '.join(installed) or 'none'}."
+                                f" Install it with: python manage.py install_model {name}", "model")
+    return name
+
+
+def _engine(requested: str | None, model: str) -> str:
+    try:
+        name = engines.resolve_engine_name(requested)
+        engines.get_engine(name)
+    except (ValueError, EngineUnavailable) as exc:
+        raise ServiceError(422, str(exc), "engine") from None
+    if name not in modelstore.installed_engines(model):
+        raise ServiceError(422, f"model {model!r} is installed for {', '.join(modelstore.installed_engines(model))}"
+                                f" only, not for the {name} engine", "engine")
+    return name
+
+
+def _check_language(model: str, decode: DecodeOptions) -> None:
+    if modelstore.spec(model).multilingual:
+        return
+    if decode.language not in (None, "en"):
+        raise ServiceError(422, f"model {model!r} is English-only; use language=en or auto, or a multilingual"
+                                " model", "language")
+    if decode.task == "translate":
+        raise ServiceError(422, f"model {model!r} is English-only and cannot translate", "task")
 
 
 # --- creating a job ----------------------------------------------------------------------------
@@ -177,7 +152,7 @@ def create_job(uploaded: UploadedFile, options: TranscribeOptions, enqueue: bool
     stored = _store(uploaded)
     try:
         with transaction.atomic():
-            return _queue(stored.record(), options, chosen, stored.job_id, enqueue=enqueue)
+            return _queue(stored.record(), chosen, stored.job_id, enqueue=enqueue)
     except BaseException:
         stored.path.unlink(missing_ok=True)
         raise
@@ -202,7 +177,7 @@ def create_batch(files: list[UploadedFile], options: TranscribeOptions) -> Batch
         with transaction.atomic():
             batch = Batch.objects.create(options=options.model_dump(exclude={"wait"}))
             for item in stored:
-                _queue(item.record(), options, chosen, item.job_id, batch)
+                _queue(item.record(), chosen, item.job_id, batch)
     except BaseException:
         for item in stored:
             item.path.unlink(missing_ok=True)
@@ -228,25 +203,24 @@ def batch_summary(batch: Batch) -> dict:
 def retry(job: Job, options: TranscribeOptions | None = None) -> Job:
     """A new job on the same upload, with the old job's options or new ones."""
     if options is None:
-        options = TranscribeOptions(**{**job.options, "model": job.requested_model,
-                                       "engine": job.requested_engine})
-    if not Path(settings.MEDIA_ROOT, job.upload.stored_path).is_file():
+        options = TranscribeOptions(**job.options, model=job.model, engine=job.engine)
+    if not job.upload.is_stored:
         raise ServiceError(410, f"the uploaded file of job {job.id} is no longer stored")
     chosen = plan(options)
     with transaction.atomic():
-        return _queue(job.upload, options, chosen, uuid.uuid4())
+        return _queue(job.upload, chosen, uuid.uuid4())
 
 
-def _queue(upload: Upload, options: TranscribeOptions, chosen: Plan, job_id: uuid.UUID,
+def _queue(upload: Upload, chosen: Plan, job_id: uuid.UUID,
            batch: Batch | None = None, enqueue: bool = True) -> Job:
     """Create the job row; it is handed to the queue once the transaction commits."""
     job = Job.objects.create(
         id=job_id,
         upload=upload,
         batch=batch,
-        options=options.model_dump(exclude={"model", "engine", "wait"}),
-        requested_model=chosen.model,
-        requested_engine=chosen.engine,
+        model=chosen.model,
+        engine=chosen.engine,
+        spec_data=chosen.spec.model_dump(mode="json"),
     )
     if enqueue:
         transaction.on_commit(lambda: enqueue_job(job))

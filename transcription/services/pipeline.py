@@ -18,8 +18,8 @@ from django.utils import timezone
 from .. import audio, engines, formats, modelstore
 from ..engines import Cancelled, Transcript
 from ..models import Job, TransitionError, media_file
+from ..result import Result, StoredSegment, Word
 from .base import ServiceError, enqueue_job, log, worker_id
-from .intake import decode_options
 
 # --- running a job (in the worker) ---------------------------------------------------------------
 
@@ -98,7 +98,7 @@ def run_job(job_id: str) -> None:
         log.warning("job=%s event=missing", job_id)
         return
     try:
-        job.start(engine=job.requested_engine, model=job.requested_model, worker=worker_id())
+        job.start(worker=worker_id())
     except TransitionError as exc:
         log.info("job=%s event=skipped reason=%r", job_id, str(exc))
         return
@@ -207,7 +207,7 @@ def _fail(job: Job, reason: str, code: str) -> None:
 
 
 def _transcribe(job: Job, work: Path) -> None:
-    options = job.options
+    silence = job.spec.silence
     source = job.upload.path
     if source is None:  # a row pointing outside MEDIA_ROOT: treat as gone, never follow it
         raise audio.AudioError(audio.GONE)
@@ -216,10 +216,8 @@ def _transcribe(job: Job, work: Path) -> None:
     conversion = time.monotonic() - t0
     duration = len(samples) / audio.SAMPLE_RATE
     trim = audio.Trim(0, len(samples))
-    if options.get("remove_silence", True):
-        trim = audio.find_speech_bounds(
-            samples, options.get("silence_threshold", -60.0), options.get("silence_duration", 0.5)
-        )
+    if silence.remove:
+        trim = audio.find_speech_bounds(samples, silence.threshold_db, silence.min_duration)
     job.record(conversion_seconds=conversion, audio_duration=duration, silence_offset=trim.offset)
     log.info("job=%s event=converted seconds=%.2f audio_seconds=%.2f trimmed_start=%.2f trimmed_end=%.2f",
              job.id, conversion, duration, trim.offset, (len(samples) - trim.end) / audio.SAMPLE_RATE)
@@ -231,14 +229,13 @@ def _transcribe(job: Job, work: Path) -> None:
 
     result = build_result(job, transcript, trim.offset, duration,
                           {"conversion_seconds": conversion, "inference_seconds": inference})
-    json_rel, text_rel = _write_results(job, result)
+    text_rel = _write_text(job, result)
     try:
-        job.finish(result, json_rel, text_rel, inference_seconds=inference,
-                   language=transcript.language[:16],
+        job.finish(formats.jsonable(result.model_dump(mode="json")),  # strict JSON: no NaN
+                   text_rel, inference_seconds=inference, language=transcript.language[:16],
                    language_probability=transcript.language_probability)
     except (TransitionError, Job.DoesNotExist):  # cancelled or deleted meanwhile: keep nothing
-        for rel in (json_rel, text_rel):
-            media_file(rel).unlink(missing_ok=True)
+        media_file(text_rel).unlink(missing_ok=True)
         raise Cancelled() from None
     log.info("job=%s event=done model=%s engine=%s audio_seconds=%.2f conversion_seconds=%.2f"
              " inference_seconds=%.2f rtf=%.3f", job.id, job.model, job.engine, duration,
@@ -248,7 +245,7 @@ def _transcribe(job: Job, work: Path) -> None:
 def _transcribe_pieces(job: Job, samples, trim: audio.Trim) -> Transcript:
     """Run the engine over the kept audio, piece by piece for long files (bounded memory), with
     segments moved onto the uploaded file's timeline."""
-    decode = decode_options(job)
+    decode = job.spec.decode
     if trim.end <= trim.start:  # nothing above the silence threshold: nothing to say
         return Transcript(language=decode.language or "", language_probability=None, segments=[])
     engine = engines.get_engine(job.engine)
@@ -279,69 +276,41 @@ def _transcribe_pieces(job: Job, samples, trim: audio.Trim) -> Transcript:
     return Transcript(language=language or "", language_probability=probability, segments=segments)
 
 
-def result_names(job: Job) -> tuple[str, str, str]:
-    """(uploaded_file, result .txt, result .json) names, as the specification shapes them."""
+def result_names(job: Job) -> tuple[str, str]:
+    """(uploaded_file, result .txt) names, as the specification shapes them."""
     uploaded = Path(job.upload.stored_path).name
-    stem = Path(uploaded).stem
-    return uploaded, f"{stem}.txt", f"{stem}.json"
+    return uploaded, f"{Path(uploaded).stem}.txt"
 
 
-def build_result(job: Job, transcript, offset: float, duration: float, timings: dict) -> dict:
-    uploaded, txt_name, _ = result_names(job)
-    opts = job.options
-    segments = []
-    for seg in transcript.segments:  # already on the uploaded file's timeline
-        row = {
-            "id": seg.id,
-            "start": round(seg.start, 3),
-            "end": round(seg.end, 3),
-            "text": seg.text.strip(),
-            "seek": seg.seek,
-            "tokens": seg.tokens,
-            "avg_logprob": seg.avg_logprob,
-            "no_speech_prob": seg.no_speech_prob,
-            "compression_ratio": seg.compression_ratio,
-            "temperature": seg.temperature,
-        }
-        if opts.get("word_timestamps") and seg.words is not None:
-            row["words"] = [
-                {"start": round(w.start, 3), "end": round(w.end, 3), "word": w.word,
-                 "probability": w.probability}
-                for w in seg.words
-            ]
-        segments.append(row)
-    result = {
-        "text": transcript.text,
-        "language": transcript.language,
-        "language_probability": transcript.language_probability,
-        "model": job.model,
-        "engine": job.engine,
-        "task": opts.get("task", "transcribe"),
-        "word_timestamps": opts.get("word_timestamps", True),
-        "condition_on_previous_text": opts.get("condition_on_previous_text", True),
-        "no_speech_threshold": opts.get("no_speech_threshold"),
-        "hallucination_silence_threshold": opts.get("hallucination_silence_threshold"),
-        "segments": segments,
-        "uploaded_file": uploaded,
-        "result_file": txt_name,
-        "job_id": str(job.id),
-        "duration": round(duration, 3),
-        "silence_offset": round(offset, 3),
-        "options": {**opts, "model": job.model, "engine": job.engine},
-        "timings": timings,
-    }
-    return formats.jsonable(result)
+def build_result(job: Job, transcript: Transcript, offset: float, duration: float, timings: dict) -> Result:
+    """The job's result, once: segments and words already on the uploaded file's timeline."""
+    uploaded, txt_name = result_names(job)
+    decode = job.spec.decode
+    segments = [StoredSegment(
+        id=seg.id, start=round(seg.start, 3), end=round(seg.end, 3), text=seg.text.strip(), seek=seg.seek,
+        tokens=seg.tokens, avg_logprob=seg.avg_logprob, no_speech_prob=seg.no_speech_prob,
+        compression_ratio=seg.compression_ratio, temperature=seg.temperature,
+        words=[Word(start=round(w.start, 3), end=round(w.end, 3), word=w.word, probability=w.probability)
+               for w in seg.words] if decode.word_timestamps and seg.words is not None else None,
+    ) for seg in transcript.segments]
+    return Result(
+        text=transcript.text, language=transcript.language, language_probability=transcript.language_probability,
+        model=job.model, engine=job.engine, task=decode.task, word_timestamps=decode.word_timestamps,
+        condition_on_previous_text=decode.condition_on_previous_text,
+        no_speech_threshold=decode.no_speech_threshold,
+        hallucination_silence_threshold=job.options["hallucination_silence_threshold"],
+        segments=segments, uploaded_file=uploaded, result_file=txt_name, job_id=str(job.id),
+        duration=round(duration, 3), silence_offset=round(offset, 3),
+        options={**job.options, "model": job.model, "engine": job.engine}, timings=timings,
+    )
 
 
-def _write_results(job: Job, result: dict) -> tuple[str, str]:
-    _, txt_name, json_name = result_names(job)
-    text_rel, json_rel = f"results/{txt_name}", f"results/{json_name}"
+def _write_text(job: Job, result: Result) -> str:
+    """The specification's result file (.txt); the result itself is kept in the job's row."""
+    text_rel = f"results/{result_names(job)[1]}"
     mode = settings.FILE_UPLOAD_PERMISSIONS  # results are kept like uploads
-    formats.write_atomic(media_file(text_rel), formats.to_txt(result), mode)
-    formats.write_atomic(media_file(json_rel), formats.to_json(result), mode)
-    return json_rel, text_rel
-
-
+    formats.write_atomic(media_file(text_rel), formats.to_txt({"text": result.text}), mode)
+    return text_rel
 
 
 def release_idle_models() -> int:
