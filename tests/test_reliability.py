@@ -15,7 +15,7 @@ from django.utils import timezone
 from tests.conftest import REPO, deployment_env, post_file
 from tests.processes import free_port, wait_up
 from transcription import services
-from transcription.services import pipeline, recovery
+from transcription.services import recovery
 from transcription.models import Job, Upload
 from transcription.schemas import TranscribeOptions
 
@@ -91,7 +91,7 @@ def test_a_stopping_worker_hands_back_only_its_own_jobs_with_the_attempt_refunde
     try:
         assert services.stop_running_jobs(timeout=0) == 1
     finally:
-        pipeline._stopping.clear()  # this test process goes on running jobs
+        recovery._stopping.clear()  # this test process goes on running jobs
     mine.refresh_from_db()
     theirs.refresh_from_db()
     assert mine.status == "queued" and mine.attempts == 0
@@ -117,7 +117,7 @@ def test_heartbeat_thread_keeps_the_job_alive_and_stops_when_the_job_is_taken_aw
     settings.JOB_HEARTBEAT_SECONDS = 0.1
     job = _started_long_ago(_job(clips), worker=services.worker_id())
     old = job.heartbeat_at
-    beat = pipeline._Heartbeat(job)
+    beat = recovery.JobHeartbeat(job)
     try:
         time.sleep(0.5)
         job.refresh_from_db()

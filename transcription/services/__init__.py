@@ -7,8 +7,8 @@ from .base import ServiceError, worker_id
 from .health import health, models_listing
 from .housekeeping import delete_jobs, delete_uploads, media_path, purge
 from .intake import MAX_BATCH_FILES, batch_summary, cancel, create_batch, create_job, plan, retry, wait_for
-from .pipeline import release_idle_models, run_job, stop_running_jobs
-from .recovery import NO_WORKER, WorkerPresence, reap_stale_jobs, workers_available
+from .pipeline import release_idle_models, run_job
+from .recovery import NO_WORKER, WorkerPresence, reap_stale_jobs, stop_running_jobs, workers_available
 from .results import result_file
 
 __all__ = [

@@ -1,25 +1,24 @@
 """Pipeline (worker side): run one job from the stored upload to the stored result, reporting
-progress, heartbeats and checkpoints where it is cancelled or handed back. The only module that
+progress and stopping at checkpoints when it is cancelled or handed back. The only module that
 runs an engine."""
 from __future__ import annotations
 
 import shutil
 import tempfile
-import threading
 import time
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
 from django.conf import settings
-from django.db import connection, transaction
 from django.utils import timezone
 
 from .. import audio, engines, formats, modelstore
 from ..engines import Cancelled, Transcript
 from ..models import Job, TransitionError, media_file
 from ..result import Result, StoredSegment, Word
-from .base import ServiceError, enqueue_job, log, worker_id
+from . import recovery
+from .base import log, worker_id
 
 # --- running a job (in the worker) ---------------------------------------------------------------
 
@@ -39,8 +38,8 @@ class _Progress:
         self.prior = audio_seconds * rtf if rtf is not None else None
 
     def __call__(self, fraction: float) -> None:
-        if _stopping.is_set():  # the worker is shutting down: hand the job back at this boundary
-            raise HandBack()
+        if recovery.stopping():  # the worker is shutting down: hand the job back at this boundary
+            raise recovery.HandBack()
         now = time.monotonic()
         self.began = now if self.began is None else self.began
         fraction = max(0.0, min(1.0, fraction))
@@ -75,22 +74,10 @@ def typical_rtf(model: str, engine: str, recent: int = 20) -> float | None:
     return ratios[len(ratios) // 2] if ratios else None
 
 
-class HandBack(Exception):
-    """Raised at a checkpoint of a running job when its worker is shutting down."""
-
-
-# Set when this process stops taking work (stop_running_jobs): each running job gives itself
-# back to the queue at its next checkpoint instead of being cut off mid-inference.
-_stopping = threading.Event()
-_running: set[str] = set()
-_running_changed = threading.Condition()
-_handed_back = 0  # jobs this process gave back to the queue while stopping
-
-
 def run_job(job_id: str) -> None:
     """Convert, transcribe and store one queued job. Safe to call twice: only one run wins."""
-    if _stopping.is_set():  # taken from the queue as the worker stops: leave it there
-        _enqueue_quietly(job_id)
+    if recovery.stopping():  # taken from the queue as the worker stops: leave it there
+        recovery.enqueue_quietly(job_id)
         return
     try:
         job = Job.objects.select_related("upload").get(pk=job_id)
@@ -102,14 +89,8 @@ def run_job(job_id: str) -> None:
     except TransitionError as exc:
         log.info("job=%s event=skipped reason=%r", job_id, str(exc))
         return
-    with _running_changed:
-        _running.add(job_id)
-    try:
+    with recovery.running(job_id):
         _run_started(job)
-    finally:
-        with _running_changed:
-            _running.discard(job_id)
-            _running_changed.notify_all()
 
 
 def _run_started(job: Job) -> None:
@@ -117,11 +98,11 @@ def _run_started(job: Job) -> None:
              job.engine, job.worker, job.attempts)
     work = Path(tempfile.mkdtemp(prefix=f"job-{job.id}-", dir=settings.FILE_UPLOAD_TEMP_DIR))
     began = time.monotonic()
-    heartbeat = _Heartbeat(job)
+    heartbeat = recovery.JobHeartbeat(job)
     try:
         _transcribe(job, work)
-    except HandBack:
-        _hand_back(job)
+    except recovery.HandBack:
+        recovery.hand_back(job)
     except Cancelled:
         log.info("job=%s event=cancelled seconds=%.2f", job.id, time.monotonic() - began)
     except audio.AudioError as exc:
@@ -133,69 +114,6 @@ def _run_started(job: Job) -> None:
     finally:
         heartbeat.stop()
         shutil.rmtree(work, ignore_errors=True)
-
-
-class _Heartbeat:
-    """Refreshes the job's heartbeat from a side thread while the engine works."""
-
-    def __init__(self, job: Job) -> None:
-        self.job = job
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"heartbeat-{job.id}", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        try:
-            while not self._stop.wait(settings.JOB_HEARTBEAT_SECONDS):
-                if not self.job.beat():
-                    return
-        except Exception:  # a missed beat is not fatal; the reaper's margin covers several
-            log.warning("job=%s event=heartbeat_failed", self.job.id, exc_info=True)
-        finally:
-            connection.close()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-
-def _hand_back(job: Job) -> bool:
-    """Give a job this process runs back to the queue, the interrupted attempt refunded."""
-    me = worker_id()
-    with transaction.atomic():
-        if not job.requeue(worker=me, refund=True):
-            return False
-        transaction.on_commit(lambda: enqueue_job(job))
-    global _handed_back
-    with _running_changed:
-        _handed_back += 1
-    log.warning("job=%s event=requeued reason=worker_shutdown worker=%s", job.id, me)
-    return True
-
-
-def _enqueue_quietly(job_id: str) -> None:
-    try:
-        job = Job.objects.get(pk=job_id, status=Job.Status.QUEUED)
-        enqueue_job(job)
-    except (Job.DoesNotExist, ServiceError):
-        pass  # gone, started elsewhere, or the queue is down (the reaper enqueues it later)
-
-
-def stop_running_jobs(timeout: float) -> int:
-    """At worker shutdown: every job this process runs gives itself back to the queue at its next
-    checkpoint (each window of audio decoded); wait up to `timeout` seconds for them, so that no
-    inference is cut off mid-call when the process exits. A job still running at the deadline is
-    handed back here. Returns how many jobs went back to the queue."""
-    before = _handed_back
-    _stopping.set()
-    deadline = time.monotonic() + timeout
-    with _running_changed:
-        while _running and time.monotonic() < deadline:
-            _running_changed.wait(min(1.0, max(0.0, deadline - time.monotonic())))
-    for job in Job.objects.filter(status=Job.Status.RUNNING, worker=worker_id()):
-        _hand_back(job)
-    return _handed_back - before
-
-
 
 
 def _fail(job: Job, reason: str, code: str) -> None:

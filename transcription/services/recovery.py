@@ -1,9 +1,13 @@
-"""Recovery: workers announce themselves; the reaper requeues jobs whose worker went silent and
-enqueues again the queued jobs whose task was lost."""
+"""Recovery: workers announce themselves and their jobs' heartbeats; a stopping worker hands its
+running jobs back; the reaper requeues jobs whose worker went silent and enqueues again the queued
+jobs whose task was lost."""
 from __future__ import annotations
 
 import shutil
 import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 
@@ -139,3 +143,93 @@ def _remove_orphan_workdirs() -> None:
         if job_id not in running:
             shutil.rmtree(path, ignore_errors=True)
             log.info("job=%s event=workdir_removed path=%s", job_id, path)
+
+
+class HandBack(Exception):
+    """Raised at a checkpoint of a running job when its worker is shutting down."""
+
+
+# Set when this process stops taking work (stop_running_jobs): each running job gives itself
+# back to the queue at its next checkpoint instead of being cut off mid-inference.
+_stopping = threading.Event()
+_running: set[str] = set()
+_running_changed = threading.Condition()
+_handed_back = 0  # jobs this process gave back to the queue while stopping
+
+
+def stopping() -> bool:
+    return _stopping.is_set()
+
+
+@contextmanager
+def running(job_id: str) -> Iterator[None]:
+    """While the block runs, stop_running_jobs waits for this job to give itself back."""
+    with _running_changed:
+        _running.add(job_id)
+    try:
+        yield
+    finally:
+        with _running_changed:
+            _running.discard(job_id)
+            _running_changed.notify_all()
+
+
+class JobHeartbeat:
+    """Refreshes the job's heartbeat from a side thread while the engine works."""
+
+    def __init__(self, job: Job) -> None:
+        self.job = job
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"heartbeat-{job.id}", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.wait(settings.JOB_HEARTBEAT_SECONDS):
+                if not self.job.beat():
+                    return
+        except Exception:  # a missed beat is not fatal; the reaper's margin covers several
+            log.warning("job=%s event=heartbeat_failed", self.job.id, exc_info=True)
+        finally:
+            connection.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+def hand_back(job: Job) -> bool:
+    """Give a job this process runs back to the queue, the interrupted attempt refunded."""
+    me = worker_id()
+    with transaction.atomic():
+        if not job.requeue(worker=me, refund=True):
+            return False
+        transaction.on_commit(lambda: enqueue_job(job))
+    global _handed_back
+    with _running_changed:
+        _handed_back += 1
+    log.warning("job=%s event=requeued reason=worker_shutdown worker=%s", job.id, me)
+    return True
+
+
+def enqueue_quietly(job_id: str) -> None:
+    try:
+        job = Job.objects.get(pk=job_id, status=Job.Status.QUEUED)
+        enqueue_job(job)
+    except (Job.DoesNotExist, ServiceError):
+        pass  # gone, started elsewhere, or the queue is down (the reaper enqueues it later)
+
+
+def stop_running_jobs(timeout: float) -> int:
+    """At worker shutdown: every job this process runs gives itself back to the queue at its next
+    checkpoint (each window of audio decoded); wait up to `timeout` seconds for them, so that no
+    inference is cut off mid-call when the process exits. A job still running at the deadline is
+    handed back here. Returns how many jobs went back to the queue."""
+    before = _handed_back
+    _stopping.set()
+    deadline = time.monotonic() + timeout
+    with _running_changed:
+        while _running and time.monotonic() < deadline:
+            _running_changed.wait(min(1.0, max(0.0, deadline - time.monotonic())))
+    for job in Job.objects.filter(status=Job.Status.RUNNING, worker=worker_id()):
+        hand_back(job)
+    return _handed_back - before
