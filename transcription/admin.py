@@ -17,7 +17,7 @@ from django.utils.translation import gettext_lazy as _
 from webui import display
 from webui.templatetags.webui import clock, filesize, secs
 
-from . import formats, services
+from . import formats, selectors, services
 from .models import Job, Upload, Worker
 
 
@@ -451,7 +451,7 @@ class WorkerAdmin(ReviewOnly, admin.ModelAdmin):
 
     @admin.display(description=_("Running jobs"))
     def running(self, worker: Worker):
-        jobs = Job.objects.filter(status=Job.Status.RUNNING, worker=worker.name).select_related("upload")
+        jobs = selectors.running_jobs(worker)
         return format_html_join(", ", '<a href="{}">{}</a>', (
             (reverse("admin:transcription_job_change", args=[job.pk]), job.upload.original_name) for job in jobs
         )) or "—"

@@ -4,22 +4,21 @@ from __future__ import annotations
 
 import logging
 from urllib.parse import quote
-from uuid import UUID
 
 import pydantic
 from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
 from django.db import InterfaceError, OperationalError
 from django.http.multipartparser import MultiPartParserError
 from django.conf import settings
-from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from ninja import File, Form, NinjaAPI, Query, Schema, Status
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.files import UploadedFile
 from pydantic import Field
 
-from . import formats, services
+from . import formats, selectors, services
 from .auth import API_AUTH, JOB_THROTTLE
-from .models import Batch, Job
+from .models import Job
 from .schemas import (BatchAccepted, BatchOut, Error, JobAccepted, JobOut, ModelsOut,
                       TranscribeOptions, TranscribeResult)
 from .uploads import UploadRejected, discard_partial_uploads, stop_reading
@@ -58,6 +57,11 @@ def error_response(request: HttpRequest, status: int, message: str, field: str |
 @api.exception_handler(services.ServiceError)
 def _service_error(request: HttpRequest, exc: services.ServiceError):
     return error_response(request, exc.status, exc.message, exc.field)
+
+
+@api.exception_handler(Http404)
+def _not_found(request: HttpRequest, exc: Http404):
+    return error_response(request, 404, str(exc) or "not found")
 
 
 @api.exception_handler(UploadRejected)
@@ -150,22 +154,6 @@ def _url(request: HttpRequest, path: str) -> str:
     return request.build_absolute_uri(path)
 
 
-def _uuid(value: str, kind: str) -> UUID:
-    """A path's id; anything that is not one names no job (404, as an unknown id), not a bad request."""
-    try:
-        return UUID(value)
-    except ValueError:
-        raise services.ServiceError(404, f"no {kind} with id {value[:100]!r} (ids look like"
-                                         " 3f0c9a52-6c1e-4d7e-9a0b-2f1d5c7e8a90)") from None
-
-
-def _job(job_id: str) -> Job:
-    job = Job.objects.select_related("upload").filter(pk=_uuid(job_id, "job")).first()
-    if job is None:
-        raise services.ServiceError(404, f"no job with id {job_id}")
-    return job
-
-
 def _rejected_upload(request: HttpRequest) -> None:
     rejection = getattr(request, "upload_rejection", None)
     if rejection is not None:
@@ -203,7 +191,7 @@ def transcribe_batch(request: HttpRequest, files: list[UploadedFile] = File(...)
                      options: Form[TranscribeOptions] = None):
     _rejected_upload(request)
     batch = services.create_batch(files, options or TranscribeOptions())
-    jobs = batch.jobs.select_related("upload").order_by("created_at", "id")
+    jobs = selectors.batch_jobs(batch)
     return Status(202, {
         "batch_id": batch.id,
         "url": _url(request, f"/batch/{batch.id}"),
@@ -214,40 +202,17 @@ def transcribe_batch(request: HttpRequest, files: list[UploadedFile] = File(...)
 
 @api.get("/batch/{batch_id}", response={200: BatchOut, **ERRORS}, summary="A batch's jobs, aggregated")
 def batch_status(request: HttpRequest, batch_id: str):
-    batch = Batch.objects.filter(pk=_uuid(batch_id, "batch")).first()
-    if batch is None:
-        raise services.ServiceError(404, f"no batch with id {batch_id}")
-    return services.batch_summary(batch)
+    return selectors.batch_or_404(batch_id)
 
 
 @api.get("/job/{job_id}", response={200: JobOut, **ERRORS}, summary="A job's status and result")
 def job_status(request: HttpRequest, job_id: str):
-    job = _job(job_id)
-    return {
-        "job_id": job.id,
-        "status": job.status,
-        "progress": job.progress,
-        "eta_seconds": job.eta_seconds,
-        "file": job.upload.original_name,
-        "model": job.model,
-        "engine": job.engine,
-        "language": job.language,
-        "created_at": job.created_at,
-        "started_at": job.started_at,
-        "finished_at": job.finished_at,
-        "conversion_seconds": job.conversion_seconds,
-        "inference_seconds": job.inference_seconds,
-        "duration": job.duration,
-        "error": job.error or None,
-        "options": job.options,
-        "batch_id": job.batch_id,
-        "result": job.result if job.status == Job.Status.DONE else None,
-    }
+    return selectors.job_or_404(job_id)
 
 
 @api.post("/job/{job_id}/cancel", response={200: JobAccepted, **ERRORS}, summary="Cancel a queued or running job")
 def job_cancel(request: HttpRequest, job_id: str):
-    job = services.cancel(_job(job_id))
+    job = services.cancel(selectors.job_or_404(job_id))
     return {"job_id": job.id, "status": job.status, "url": _url(request, f"/job/{job.id}")}
 
 
@@ -264,7 +229,7 @@ class ResultQuery(Schema):
 def job_result(request: HttpRequest, job_id: str, query: Query[ResultQuery]):
     subtitles = formats.SubtitleOptions(query.max_line_width, query.max_line_count, query.highlight_words,
                                         query.max_words_per_line)
-    body, content_type, filename = services.result_file(_job(job_id), query.format, subtitles)
+    body, content_type, filename = services.result_file(selectors.job_or_404(job_id), query.format, subtitles)
     response = HttpResponse(body, content_type=content_type)
     response["Content-Disposition"] = f"attachment; filename*=UTF-8''{quote(filename)}"
     return response

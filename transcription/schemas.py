@@ -139,13 +139,15 @@ class JobAccepted(Schema):
 
 
 class JobOut(Schema):
-    job_id: UUID
+    """A job as GET /job/{id} shows it, read from the Job itself."""
+
+    job_id: UUID = Field(alias="id")
     status: str
     progress: float
     eta_seconds: float | None = Field(
         None, description="While running: seconds of decoding left, from the speed measured so far"
         " (before the first window, from recent jobs of the same model).")
-    file: str
+    file: str = Field(alias="upload.original_name")
     model: str
     engine: str
     language: str
@@ -159,6 +161,14 @@ class JobOut(Schema):
     options: dict[str, Any]
     batch_id: UUID | None = None
     result: TranscribeResult | None = None
+
+    @staticmethod
+    def resolve_error(job) -> str | None:
+        return job.error or None
+
+    @staticmethod
+    def resolve_result(job) -> dict | None:
+        return job.result if job.status == "done" else None
 
 
 class JobRef(Schema):
@@ -174,20 +184,41 @@ class BatchAccepted(Schema):
 
 
 class BatchJob(Schema):
-    job_id: UUID
-    file: str
+    job_id: UUID = Field(alias="id")
+    file: str = Field(alias="upload.original_name")
     status: str
     progress: float
     error: str | None
 
+    @staticmethod
+    def resolve_error(job) -> str | None:
+        return job.error or None
+
 
 class BatchOut(Schema):
-    batch_id: UUID
+    """A batch as GET /batch/{id} shows it, read from the Batch and its jobs."""
+
+    batch_id: UUID = Field(alias="id")
     status: str = Field(description="queued, running, done, partial (some failed) or failed")
     progress: float
     counts: dict[str, int]
     created_at: datetime
     jobs: list[BatchJob]
+
+    @staticmethod
+    def resolve_jobs(batch) -> list:
+        from .selectors import batch_jobs
+
+        return list(batch_jobs(batch))
+
+    @staticmethod
+    def resolve_progress(batch) -> float:
+        jobs = list(batch.jobs.values_list("progress", flat=True))
+        return round(sum(jobs) / len(jobs), 1) if jobs else 0.0
+
+    @staticmethod
+    def resolve_counts(batch) -> dict[str, int]:
+        return batch.counts()
 
 
 class ModelOut(Schema):

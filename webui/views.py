@@ -5,7 +5,6 @@ itself sends files to the REST API (`POST /transcribe`), so the upload rules liv
 from __future__ import annotations
 
 import functools
-from pathlib import Path
 from uuid import UUID
 
 import pydantic
@@ -18,17 +17,17 @@ from django.urls import reverse
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_POST, require_safe
 
-from transcription import services
+from transcription import formats, services
+from transcription import selectors as reads
 from transcription.auth import tokens_required
 from transcription.models import Job
 from transcription.uploads import ALLOWED_EXTENSIONS
 
-from . import display, selectors
+from . import display
 from .forms import OptionsForm
 from .media import ranged_file_response
 from .templatetags.webui import filesize
 
-DOWNLOAD_FORMATS = ("txt", "srt", "vtt", "json")
 
 
 def private_when_tokens(view):
@@ -84,18 +83,11 @@ def index(request: HttpRequest) -> HttpResponse:
 @private_when_tokens
 def history(request: HttpRequest) -> HttpResponse:
     status = request.GET.get("status") or None
-    page = selectors.history_page(request.GET.get("page"), status)
+    page = reads.history_page(request.GET.get("page"), status)
     return render(request, "webui/jobs.html", {
         "page": page, "status": status if status in Job.Status.values else None,
         "statuses": Job.Status.choices,
     })
-
-
-def _job_or_404(job_id: UUID) -> Job:
-    job = selectors.job(job_id)
-    if job is None:
-        raise Http404(_("No job with this id."))
-    return job
 
 
 def _job_context(job: Job, form: OptionsForm | None = None) -> dict:
@@ -111,10 +103,10 @@ def _job_context(job: Job, form: OptionsForm | None = None) -> dict:
         "rtf": job.rtf,
         "language": display.language_summary(job),
         "options": display.option_rows(job),
-        "formats": DOWNLOAD_FORMATS,
+        "formats": formats.NAMES,
         "active": job.status in (Job.Status.QUEUED, Job.Status.RUNNING),
         "retry_form": form or OptionsForm(initial=OptionsForm.initial_from_job(job)),
-        "audio_stored": Path(settings.MEDIA_ROOT, job.upload.stored_path).is_file(),
+        "audio_stored": job.upload.is_stored,
         "js_strings": js_strings(),
     }
 
@@ -122,13 +114,13 @@ def _job_context(job: Job, form: OptionsForm | None = None) -> dict:
 @require_safe
 @private_when_tokens
 def job_page(request: HttpRequest, job_id: UUID) -> HttpResponse:
-    return render(request, "webui/job.html", _job_context(_job_or_404(job_id)))
+    return render(request, "webui/job.html", _job_context(reads.job_or_404(job_id)))
 
 
 @require_POST
 @private_when_tokens
 def job_cancel(request: HttpRequest, job_id: UUID) -> HttpResponse:
-    job = _job_or_404(job_id)
+    job = reads.job_or_404(job_id)
     try:
         services.cancel(job)
         messages.success(request, _("The job was cancelled."))
@@ -140,7 +132,7 @@ def job_cancel(request: HttpRequest, job_id: UUID) -> HttpResponse:
 @require_POST
 @private_when_tokens
 def job_retry(request: HttpRequest, job_id: UUID) -> HttpResponse:
-    job = _job_or_404(job_id)
+    job = reads.job_or_404(job_id)
     form = OptionsForm(request.POST)
     if form.is_valid():
         try:
@@ -158,10 +150,9 @@ def job_retry(request: HttpRequest, job_id: UUID) -> HttpResponse:
 @require_safe
 @private_when_tokens
 def job_audio(request: HttpRequest, job_id: UUID) -> HttpResponse:
-    job = _job_or_404(job_id)
-    root = Path(settings.MEDIA_ROOT).resolve()
-    path = (root / job.upload.stored_path).resolve()
-    if root not in path.parents or not path.is_file():
+    job = reads.job_or_404(job_id)
+    if not job.upload.is_stored:
         raise Http404(_("The uploaded file is no longer stored."))
+    path = job.upload.path
     name = job.upload.original_name if request.GET.get("download") else None
     return ranged_file_response(request, path, job.upload.sha256 or f"{path.stat().st_size}", name)

@@ -186,20 +186,6 @@ def create_batch(files: list[UploadedFile], options: TranscribeOptions) -> Batch
     return batch
 
 
-def batch_summary(batch: Batch) -> dict:
-    """Aggregate status and progress of a batch's jobs."""
-    jobs = list(batch.jobs.select_related("upload").order_by("created_at", "id"))
-    return {
-        "batch_id": batch.id,
-        "status": batch.status,
-        "progress": round(sum(j.progress for j in jobs) / len(jobs), 1) if jobs else 0.0,
-        "counts": batch.counts(),
-        "created_at": batch.created_at,
-        "jobs": [{"job_id": j.id, "file": j.upload.original_name, "status": j.status,
-                  "progress": j.progress, "error": j.error or None} for j in jobs],
-    }
-
-
 def retry(job: Job, options: TranscribeOptions | None = None) -> Job:
     """A new job on the same upload, with the old job's options or new ones."""
     if options is None:
