@@ -6,6 +6,8 @@ from django.utils.formats import number_format
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
+from transcription.models import JobStatus
+
 register = template.Library()
 
 # The steps of the API's human_size (transcription/uploads.py), in the page's language.
@@ -61,17 +63,16 @@ def percent(value) -> str:
     return f"{float(value or 0):.0f} %"
 
 
-STATUS_LABELS = {
-    "queued": ("Queued", "secondary"), "running": ("Running", "info"), "done": ("Done", "success"),
-    "failed": ("Failed", "danger"), "cancelled": ("Cancelled", "warning"),
-}
+# How each status looks; what it is called is the model's (JobStatus labels, translated).
+STATUS_CLASSES = {"queued": "secondary", "running": "info", "done": "success", "failed": "danger",
+                  "cancelled": "warning"}
 
 
 @register.filter
 def status_label(status: str) -> str:
-    return _(STATUS_LABELS.get(status, (status, ""))[0])
+    return str(JobStatus(status).label) if status in JobStatus.values else status
 
 
 @register.filter
 def status_class(status: str) -> str:
-    return STATUS_LABELS.get(status, ("", "secondary"))[1]
+    return STATUS_CLASSES.get(status, "secondary")
