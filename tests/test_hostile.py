@@ -311,7 +311,10 @@ def test_client_that_disconnects_mid_upload_leaves_nothing(hostile):
     while not _entries(Path(settings.FILE_UPLOAD_TEMP_DIR)) and time.monotonic() < deadline:
         time.sleep(0.05)  # the handler is streaming into its temp file
     sock.close()
-    time.sleep(1.0)
+    deadline = time.monotonic() + 30  # the server notices the closed connection and cleans up
+    while _entries(Path(settings.FILE_UPLOAD_TEMP_DIR)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _entries(Path(settings.FILE_UPLOAD_TEMP_DIR))
     assert not Upload.objects.exists() and not Job.objects.exists()
 
 

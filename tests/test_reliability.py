@@ -119,14 +119,20 @@ def test_heartbeat_thread_keeps_the_job_alive_and_stops_when_the_job_is_taken_aw
     old = job.heartbeat_at
     beat = recovery.JobHeartbeat(job)
     try:
-        time.sleep(0.5)
-        job.refresh_from_db()
-        assert job.heartbeat_at > old + timedelta(minutes=59)
+        until(lambda: Job.objects.get(pk=job.pk).heartbeat_at > old + timedelta(minutes=59))
         job.cancel()
-        time.sleep(0.3)
-        assert not beat._thread.is_alive()  # nothing left to keep alive
+        beat._thread.join(timeout=30)  # it ends by itself: nothing left to keep alive
+        assert not beat._thread.is_alive()
     finally:
         beat.stop()
+
+
+def until(condition, timeout: float = 30) -> None:
+    """Wait for a condition, polling; fail if it does not come within `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "the condition did not come true in time"
+        time.sleep(0.05)
 
 
 @pytest.mark.django_db
@@ -182,9 +188,9 @@ def test_cancelling_a_running_job_stops_it_within_seconds(service, eval_dir):
                      engine="ctranslate2", wait=False, remove_silence=False)
     url = resp.json()["url"]
     deadline = time.monotonic() + 60
-    while requests.get(url, timeout=10).json()["status"] != "running" and time.monotonic() < deadline:
+    while (job := requests.get(url, timeout=10).json())["progress"] <= 0 and time.monotonic() < deadline:
+        assert job["status"] in ("queued", "running"), job  # until it is inside inference
         time.sleep(0.05)
-    time.sleep(0.5)
     cancelled_at = time.monotonic()
     assert requests.post(f"{url}/cancel", timeout=10).json()["status"] == "cancelled"
     log = Path(settings.DATA_DIR) / "worker.log"

@@ -168,7 +168,12 @@ def test_jobs_whose_tasks_a_redis_restart_lost_are_enqueued_again(cluster, clips
     assert queue.pending_count() == 1
     queue.flush()  # what a restart of a Redis without persistence leaves
     assert queue.pending_count() == 0
-    time.sleep(5.5)  # the cluster's JOB_STALE_SECONDS: younger queued jobs are left alone
+    # Only jobs queued for longer than JOB_STALE_SECONDS are enqueued again: make this one old.
+    import psycopg
+
+    with psycopg.connect(**{**PG, "dbname": cluster.queue_name}, autocommit=True) as db:
+        db.execute("UPDATE transcription_job SET created_at = created_at - interval '1 hour' WHERE id = %s",
+                   (job_id,))
     cluster.consumer("a")
     deadline = time.monotonic() + 180
     while (job := requests.get(f"{url}/job/{job_id}", timeout=10).json())["status"] != "done":
