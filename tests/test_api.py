@@ -11,6 +11,7 @@ import requests
 from django.conf import settings
 
 from tests.conftest import JFK_REFERENCE, manifest, normalise_words, post_file, wer
+from transcription import engines
 from transcription.models import Job
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
@@ -204,7 +205,7 @@ def test_models_lists_every_size_with_install_state(service):
         assert size in rows
     assert rows["base"]["installed"] and rows["base"]["size_bytes"] > 100_000_000
     assert not rows["large"]["installed"] and rows["large"]["engines"] == []
-    assert body["engines_available"] == ["mlx", "ctranslate2"] and body["engine"] == "ctranslate2"
+    assert body["engines_available"] == ["mlx", "ctranslate2"] and body["engine"] == engines.resolve_engine_name()
     assert body["default"] == "base"
 
 
