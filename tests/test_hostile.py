@@ -788,13 +788,13 @@ def test_blank_optional_field_takes_its_default(hostile, clips, name):
 
 
 QUERY_CASES = [
-    ("/job/not-a-uuid", {}, 422, "job_id"),
-    ("/job/" + "a" * 5000, {}, 422, "job_id"),
+    ("/job/not-a-uuid", {}, 404, "no job"),  # what is not an id names no job: 404, as the README says
+    ("/job/" + "a" * 5000, {}, 404, "no job"),
     ("/job/00000000-0000-0000-0000-000000000000", {}, 404, "no job"),
     ("/job/00000000-0000-0000-0000-000000000000/result", {"max_line_width": "wide"}, 422, "max_line_width"),
     ("/job/00000000-0000-0000-0000-000000000000/result", {"max_line_count": "1e9"}, 422, "max_line_count"),
     ("/job/00000000-0000-0000-0000-000000000000/result", {"highlight_words": "maybe"}, 422, "highlight_words"),
-    ("/batch/%00", {}, 422, "batch_id"),
+    ("/batch/%00", {}, 404, "no batch"),
 ]
 
 
