@@ -1,4 +1,8 @@
-"""Settings, read from the environment with safe local defaults (see README: Configuration)."""
+"""Settings, read from the environment with safe local defaults (see README: Configuration).
+
+Importing this module only reads: the data folders are made when the app starts
+(transcription/apps.py), the queue file's folder by the queue (transcription/queue.py), and the
+generated secret key on first use."""
 import math
 import os
 import secrets
@@ -6,6 +10,7 @@ from pathlib import Path
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
+from django.utils.functional import lazy
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -52,21 +57,27 @@ def envlist(name: str, default: str) -> list[str]:
 
 
 DATA_DIR = Path(os.getenv("DATA_DIR", BASE_DIR / "var"))
-DATA_DIR.mkdir(parents=True, exist_ok=True)
 
 
-def _secret_key() -> str:
-    """The env's key, else one generated once and kept in DATA_DIR (never in the repo)."""
-    if os.getenv("DJANGO_SECRET_KEY"):
-        return os.environ["DJANGO_SECRET_KEY"]
+def _generated_secret_key() -> str:
+    """The key generated once into DATA_DIR/secret_key (never in the repo), made on first use.
+    Processes starting together (web, worker) agree: the first link wins, the others read it."""
     path = DATA_DIR / "secret_key"
     if not path.exists():
-        path.write_text(secrets.token_urlsafe(50))
-        path.chmod(0o600)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        draft = path.with_name(f".secret_key.{os.getpid()}")
+        draft.write_text(secrets.token_urlsafe(50))
+        draft.chmod(0o600)
+        try:
+            os.link(draft, path)
+        except FileExistsError:
+            pass
+        finally:
+            draft.unlink()
     return path.read_text().strip()
 
 
-SECRET_KEY = _secret_key()
+SECRET_KEY = os.getenv("DJANGO_SECRET_KEY") or lazy(_generated_secret_key, str)()
 DEBUG = envbool("DJANGO_DEBUG")
 ALLOWED_HOSTS = envlist("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost,[::1],testserver")
 CSRF_TRUSTED_ORIGINS = envlist("DJANGO_CSRF_TRUSTED_ORIGINS", "")
@@ -160,7 +171,6 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = DATA_DIR / "static"
-STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 # Serve app static files straight from their folders too, so no collectstatic step is needed.
 WHITENOISE_USE_FINDERS = True
 STORAGES = {
@@ -175,7 +185,6 @@ MEDIA_URL = "media/"
 MAX_UPLOAD_BYTES = envint("MAX_UPLOAD_BYTES", 5 * 1024**3, low=1)
 FILE_UPLOAD_MAX_MEMORY_SIZE = 0
 FILE_UPLOAD_TEMP_DIR = str(DATA_DIR / "tmp")
-Path(FILE_UPLOAD_TEMP_DIR).mkdir(parents=True, exist_ok=True)
 FILE_UPLOAD_HANDLERS = ["transcription.uploads.CappedHashingUploadHandler"]
 FILE_UPLOAD_PERMISSIONS = 0o640
 DATA_UPLOAD_MAX_MEMORY_SIZE = 1024 * 1024  # form fields other than files
@@ -253,7 +262,7 @@ if _redis_url:
 else:
     HUEY.update(
         {
-            "huey_class": "huey.SqliteHuey",
+            "huey_class": "transcription.queue.SqliteHuey",
             "filename": os.getenv("HUEY_SQLITE_PATH", str(DATA_DIR / "huey.sqlite3")),
         }
     )

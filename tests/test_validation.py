@@ -254,3 +254,20 @@ def test_an_id_that_is_not_a_uuid_is_404_like_any_unknown_id(client, path):
     resp = client.get(path)
     assert resp.status_code == 404 and "no " in resp.json()["detail"]
     assert client.post("/job/not-a-uuid/cancel").status_code == 404
+
+
+def test_importing_the_settings_makes_nothing_and_the_generated_key_is_shared(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    env = {**os.environ, "DATA_DIR": str(tmp_path / "data"), "DJANGO_SETTINGS_MODULE": "project.settings"}
+    env.pop("DJANGO_SECRET_KEY", None)
+    read = subprocess.run([sys.executable, "-c", "import project.settings"], env=env, cwd=REPO, check=True)
+    assert read.returncode == 0 and not (tmp_path / "data").exists()  # importing only reads
+    keys = [subprocess.run([sys.executable, "-c", "import django; django.setup(); from django.conf import settings;"
+                            " print(str(settings.SECRET_KEY))"], env=env, cwd=REPO, check=True,
+                           capture_output=True, text=True).stdout.strip() for _ in range(2)]
+    assert len(keys[0]) > 40 and keys[0] == keys[1]  # generated once, then read by every process
+    assert oct((tmp_path / "data" / "secret_key").stat().st_mode & 0o777) == "0o600"
