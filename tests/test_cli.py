@@ -1,10 +1,15 @@
 """manage.py transcribe: the services from a terminal, directly or through the queue."""
 import io
+import os
+import re
+import stat
+import subprocess
+import sys
 
 import pytest
 from django.core.management import CommandError, call_command
 
-from tests.conftest import JFK_REFERENCE, wer
+from tests.conftest import JFK_REFERENCE, REPO, deployment_env, wer
 from transcription.models import Job
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -60,3 +65,25 @@ def test_queue_mode_hands_the_job_to_a_real_consumer(worker, clips, tmp_path):
     call_command("transcribe", str(clips["mp3"]), "--queue", "--model", "base", "--language", "en",
                  "--output-dir", str(tmp_path), stdout=io.StringIO(), stderr=io.StringIO())
     assert "ask not what your country" in (tmp_path / "jfk.txt").read_text().lower()
+
+
+def test_the_command_line_keeps_log_lines_off_the_bar_and_results_get_the_configured_mode(
+        tmp_path, eval_dir):
+    env = deployment_env(tmp_path / "data", LOG_LEVEL="INFO")
+    subprocess.run([sys.executable, str(REPO / "manage.py"), "migrate", "-v0"], env=env, check=True, cwd=REPO)
+    out = subprocess.run([sys.executable, str(REPO / "manage.py"), "transcribe", str(eval_dir / "jfk.flac"),
+                          "--language", "en", "--model", "base", "--output-dir", str(tmp_path / "out")],
+                         env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    # The bar redraws with carriage returns; every log record must start a line of its own.
+    pieces = re.split(r"[\r\n]", out.stderr)
+    logs = [p for p in pieces if "event=" in p]
+    assert logs and all(re.match(r"\d{4}-\d\d-\d\d ", p) for p in logs), logs
+    assert any("jfk.flac" in p and "100 %" in p for p in pieces)
+    # The job's own result files take FILE_UPLOAD_PERMISSIONS (0640), not the temp file's 0600.
+    results = list((tmp_path / "data" / "media" / "results").iterdir())
+    assert len(results) == 1 and all(stat.S_IMODE(p.stat().st_mode) == 0o640 for p in results)
+    # What the command writes for the user is an ordinary new file: 0666 less the umask.
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE((tmp_path / "out" / "jfk.txt").stat().st_mode) == 0o666 & ~umask

@@ -271,3 +271,17 @@ def test_importing_the_settings_makes_nothing_and_the_generated_key_is_shared(tm
                            capture_output=True, text=True).stdout.strip() for _ in range(2)]
     assert len(keys[0]) > 40 and keys[0] == keys[1]  # generated once, then read by every process
     assert oct((tmp_path / "data" / "secret_key").stat().st_mode & 0o777) == "0o600"
+
+
+@pytest.mark.django_db
+def test_job_creation_is_rate_limited_per_client(client, clips, settings):
+    settings.JOB_RATE_LIMIT = "2/min"
+    statuses = []
+    for _ in range(3):
+        upload = SimpleUploadedFile("jfk.wav", clips["wav"].read_bytes())
+        statuses.append(client.post("/transcribe", data={"file": upload, "model": "nope"}).status_code)
+    assert statuses == [422, 422, 429]
+    assert client.get("/models").status_code == 200  # reading is not limited
+    settings.JOB_RATE_LIMIT = None
+    upload = SimpleUploadedFile("jfk.wav", clips["wav"].read_bytes())
+    assert client.post("/transcribe", data={"file": upload, "model": "nope"}).status_code == 422

@@ -1,15 +1,17 @@
-"""Workers announce themselves: /health, a synchronous request and the OpenAI routes tell the truth
-when no consumer is running, over real HTTP against a web process with and without a real worker."""
+"""Health: each dependency checked for real, and the workers announcing themselves. With no
+consumer running, /health, a synchronous request and the OpenAI routes tell the truth; a
+dependency that is down gives 503 naming it. Over real HTTP against web processes started here."""
 import os
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import requests
 
-from tests.conftest import REPO, deployment_env
+from tests.conftest import REPO, deployment_env, post_file
 from tests.processes import free_port, wait_up
 
 pytestmark = pytest.mark.integration
@@ -101,3 +103,39 @@ def test_a_killed_worker_stops_counting_after_three_missed_heartbeats(web_only, 
         worker.wait()
     body = _health_until(base, "degraded", timeout=60).json()
     assert body["checks"]["workers"]["alive"] == 0
+
+
+def _web(env: dict, port: int) -> subprocess.Popen:
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "gunicorn"), "project.wsgi",
+                             "-b", f"127.0.0.1:{port}", "-w", "1", "--threads", "4"], env=env, cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_up(f"http://127.0.0.1:{port}/health", timeout=30, healthy=False)  # its 503 is the test
+    except AssertionError:
+        proc.kill()
+        raise
+    return proc
+
+
+@pytest.mark.parametrize("broken,check", [
+    ({"DATABASE_URL": "postgres://nobody@127.0.0.1:1/none"}, "database"),
+    ({"HUEY_REDIS_URL": "redis://127.0.0.1:1/0"}, "queue"),
+])
+def test_a_dependency_that_is_down_gives_503_with_a_clear_message(tmp_path, clips, broken, check):
+    env = deployment_env(tmp_path)
+    subprocess.run([sys.executable, str(REPO / "manage.py"), "migrate", "-v0"], env=env, check=True)
+    port = free_port()
+    proc = _web({**env, **broken}, port)
+    try:
+        health = requests.get(f"http://127.0.0.1:{port}/health", timeout=30)
+        assert health.status_code == 503
+        failed = [name for name, c in health.json()["checks"].items() if not c["ok"]]
+        # No worker runs here (and with the database down none could be seen): that check fails too.
+        assert failed in ([check], [check, "workers"]) and health.json()["status"] == "error"
+        resp = post_file(f"http://127.0.0.1:{port}", clips["wav"], language="en", model="base")
+        assert resp.status_code == 503, resp.text
+        assert ("database is unavailable" if check == "database" else "queue is unavailable") in resp.json()["detail"]
+        assert "Traceback" not in resp.text
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
