@@ -16,7 +16,7 @@ from django.conf import settings
 
 from tests.browser import (chromium, check_accessible_basics, drop_files, pages,  # noqa: F401
                            screenshot, throttle_uploads)
-from tests.conftest import JFK_REFERENCE, wer
+from tests.conftest import JFK_REFERENCE, post_file, wer
 from transcription.models import Job, Upload
 from transcription.schemas import TranscribeOptions
 from transcription.spec import JobSpec
@@ -515,7 +515,7 @@ def _wait_rows_final(page, timeout: float = 180, on_poll=None) -> list[dict]:
 
 @pytest.mark.integration
 @pytest.mark.django_db(transaction=True)
-def test_drop_two_clips_watch_them_finish_then_read_play_and_download(service, pages, eval_dir):
+def test_drop_two_clips_and_watch_them_upload_run_and_finish(service, pages, eval_dir):
     page = pages.open("/", permissions=["clipboard-read", "clipboard-write"])
     check_accessible_basics(page)
     page.select_option("#id_language", "en")
@@ -558,11 +558,18 @@ def test_drop_two_clips_watch_them_finish_then_read_play_and_download(service, p
     assert wer(JFK_REFERENCE, jobs["jfk.flac"].result["text"]) <= 0.10
     assert page.locator(".upload-row .preview").first.inner_text().startswith("And so")
 
-    # --- the job page of the longer clip: transcript, player, highlight, downloads, copy ---
-    job = jobs["multilingual.mp3"]
+    page.locator(".upload-row").nth(1).locator("a.open").click()  # each row opens its job's page
+    page.wait_for_url(f"**/jobs/{jobs['multilingual.mp3'].id}/")
+
+
+@pytest.mark.integration
+@pytest.mark.django_db(transaction=True)
+def test_a_finished_job_reads_plays_highlights_downloads_and_copies(service, pages, eval_dir):
+    answer = post_file(service, eval_dir / "multilingual.mp3", language="en", model="base", engine="ctranslate2")
+    assert answer.status_code == 200, answer.text
+    job = Job.objects.get(pk=answer.json()["job_id"])
     segments = job.result["segments"]
-    page.locator(".upload-row").nth(1).locator("a.open").click()
-    page.wait_for_url(f"**/jobs/{job.id}/")
+    page = pages.open(f"/jobs/{job.id}/", permissions=["clipboard-read", "clipboard-write"])
     check_accessible_basics(page)
     assert page.locator("#segments .segment").count() == len(segments) >= 5
     page.wait_for_function("document.getElementById('player').readyState >= 1")
