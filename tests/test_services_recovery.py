@@ -107,6 +107,24 @@ def test_orphaned_temporary_audio_is_removed_by_the_reaper(clips):
     assert keep.exists() and not orphan.exists()
 
 
+def test_a_failed_beat_is_not_the_last_one(settings):
+    """One database error used to end a job's heartbeat thread for good: the reaper then took a job
+    whose worker was alive."""
+    settings.JOB_HEARTBEAT_SECONDS = 0.05
+    calls = []
+
+    def beat():
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("database is locked")
+
+    heartbeat = recovery.Heartbeat(beat, "test-heartbeat").start()
+    try:
+        until(lambda: len(calls) >= 3)
+    finally:
+        heartbeat.stop()
+
+
 @pytest.mark.django_db(transaction=True)
 def test_heartbeat_thread_keeps_the_job_alive_and_stops_when_the_job_is_taken_away(clips, settings):
     settings.JOB_HEARTBEAT_SECONDS = 0.1

@@ -6,7 +6,7 @@ from __future__ import annotations
 import shutil
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
@@ -19,27 +19,64 @@ from django.utils import timezone
 from ..models import Job, TransitionError, Worker
 from .base import ServiceError, enqueue_job, log, worker_id
 
+
+class Heartbeat:
+    """Calls `beat` every JOB_HEARTBEAT_SECONDS from a side thread until stopped, or until `beat`
+    returns False (nothing left to keep alive). A failed beat is logged, not fatal: the next may
+    succeed, and being counted gone takes several missed ones. The database connection is closed
+    after each beat, so a restarted database does not leave the thread on a dead connection."""
+
+    def __init__(self, beat: Callable[[], bool | None], name: str) -> None:
+        self._beat = beat
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def start(self) -> "Heartbeat":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while not self._stop.wait(settings.JOB_HEARTBEAT_SECONDS):
+            try:
+                if self._beat() is False:
+                    return
+            except Exception:
+                log.warning("event=heartbeat_failed thread=%s", self._thread.name, exc_info=True)
+            finally:
+                connection.close()
+
+
+class JobHeartbeat(Heartbeat):
+    """A running job's heartbeat, until the job is no longer this worker's to run."""
+
+    def __init__(self, job: Job) -> None:
+        super().__init__(job.beat, f"heartbeat-{job.id}")
+        self.start()
+
+
 class WorkerPresence:
     """This consumer's row in the Worker table, refreshed by a side thread while it runs, so that
     /health, the admin and a synchronous request know whether any worker will take a job."""
 
-    def __init__(self, threads: int, queue: str, every_beat=lambda: None) -> None:
+    def __init__(self, threads: int, queue: str, every_beat: Callable[[], object] = lambda: None) -> None:
         self.name = worker_id()
         self.every_beat = every_beat  # the worker's own periodic chores (releasing idle models)
         self.threads = threads
         self.queue = queue
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="worker-heartbeat", daemon=True)
+        self._heartbeat = Heartbeat(self._tick, "worker-heartbeat")
 
     def __enter__(self) -> "WorkerPresence":
         self.beat()
-        self._thread.start()
+        self._heartbeat.start()
         log.info("event=worker_started worker=%s threads=%d queue=%s", self.name, self.threads, self.queue)
         return self
 
     def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
+        self._heartbeat.stop()
         try:
             Worker.objects.filter(name=self.name).delete()
         except Exception:  # the database is gone: the row goes stale, which says the same
@@ -53,15 +90,9 @@ class WorkerPresence:
             "host": host[:100], "pid": int(pid), "threads": self.threads, "queue": self.queue[:100],
             "seen_at": timezone.now()})
 
-    def _run(self) -> None:
-        while not self._stop.wait(settings.JOB_HEARTBEAT_SECONDS):
-            try:
-                self.every_beat()
-                self.beat()
-            except Exception:  # a missed beat is not fatal; three in a row make the worker look gone
-                log.warning("event=worker_heartbeat_failed worker=%s", self.name, exc_info=True)
-            finally:
-                connection.close()
+    def _tick(self) -> None:
+        self.beat()  # three missed in a row make the worker look gone
+        self.every_beat()
 
 
 def workers_available() -> bool:
@@ -73,7 +104,6 @@ def workers_available() -> bool:
 
 NO_WORKER = ("no worker is running, so the job waits in the queue until one starts"
              " (python manage.py run_huey, or make run)")
-
 
 
 def reap_stale_jobs() -> dict[str, int]:
@@ -173,29 +203,6 @@ def running(job_id: str) -> Iterator[None]:
             _running.discard(job_id)
             _running_changed.notify_all()
 
-
-class JobHeartbeat:
-    """Refreshes the job's heartbeat from a side thread while the engine works."""
-
-    def __init__(self, job: Job) -> None:
-        self.job = job
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"heartbeat-{job.id}", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        try:
-            while not self._stop.wait(settings.JOB_HEARTBEAT_SECONDS):
-                if not self.job.beat():
-                    return
-        except Exception:  # a missed beat is not fatal; the reaper's margin covers several
-            log.warning("job=%s event=heartbeat_failed", self.job.id, exc_info=True)
-        finally:
-            connection.close()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
 
 def hand_back(job: Job) -> bool:
     """Give a job this process runs back to the queue, the interrupted attempt refunded."""
