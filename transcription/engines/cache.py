@@ -77,10 +77,10 @@ class ModelCache:
         idle ones past the limit)."""
         now, ttl, limit = self._clock(), settings.WHISPER_MODEL_TTL, settings.WHISPER_MAX_LOADED_MODELS
         idle = sorted(((k, e) for k, e in self._entries.items() if e.users == 0 and k != keep),
-                      key=lambda item: item[1].last_used)
-        dropped = [(k, e) for k, e in idle if ttl and now - e.last_used > ttl]
-        over = len(self._entries) - len(dropped) - limit if limit else 0
-        dropped += [(k, e) for k, e in idle if (k, e) not in dropped][:max(0, over)]
+                      key=lambda item: item[1].last_used)  # oldest first: the expired ones lead
+        expired = sum(1 for _, e in idle if ttl and now - e.last_used > ttl)
+        excess = len(self._entries) - limit if limit else 0
+        dropped = idle[:max(expired, excess, 0)]
         for key, _ in dropped:
             del self._entries[key]
         return dropped
