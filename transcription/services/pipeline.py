@@ -67,10 +67,10 @@ class _Progress:
 def typical_rtf(model: str, engine: str, recent: int = 20) -> float | None:
     """Median inference seconds per audio second of the last finished jobs of this model and
     engine on any worker (None before the first)."""
-    rows = (Job.objects.filter(status=Job.Status.DONE, model=model, engine=engine, audio_duration__gt=5,
-                               inference_seconds__isnull=False)
-            .order_by("-finished_at").values_list("inference_seconds", "audio_duration")[:recent])
-    ratios = sorted(inference / duration for inference, duration in rows)
+    jobs = (Job.objects.filter(status=Job.Status.DONE, model=model, engine=engine, audio_duration__gt=5,
+                               inference_seconds__gt=0)
+            .order_by("-finished_at").only("inference_seconds", "audio_duration")[:recent])
+    ratios = sorted(job.rtf for job in jobs)
     return ratios[len(ratios) // 2] if ratios else None
 
 
@@ -157,7 +157,7 @@ def _transcribe(job: Job, work: Path) -> None:
         raise Cancelled() from None
     log.info("job=%s event=done model=%s engine=%s audio_seconds=%.2f conversion_seconds=%.2f"
              " inference_seconds=%.2f rtf=%.3f", job.id, job.model, job.engine, duration,
-             conversion, inference, inference / duration if duration else 0.0)
+             conversion, inference, job.rtf or 0.0)
 
 
 def _transcribe_pieces(job: Job, samples, trim: audio.Trim) -> Transcript:
