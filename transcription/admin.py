@@ -222,9 +222,6 @@ class JobAdmin(ReviewOnly, DeletesFiles, JobColumns, admin.ModelAdmin):
             queryset = queryset.defer("result")  # the list shows no transcript; keep pages light
         return queryset
 
-    def view_on_site(self, job: Job):
-        return reverse("webui:job", args=[job.pk])
-
     def change_view(self, request, object_id, form_url="", extra_context=None):
         # The page's title and heading name the file and the status in the page's language
         # (the model's own repr is "<uuid> (done)").
@@ -257,7 +254,7 @@ class JobAdmin(ReviewOnly, DeletesFiles, JobColumns, admin.ModelAdmin):
 
     @admin.display(description=_("Web page"))
     def on_site(self, job: Job):
-        return format_html('<a href="{}">{}</a>', reverse("webui:job", args=[job.pk]),
+        return format_html('<a href="{}">{}</a>', job.get_absolute_url(),
                            _("Open the transcript viewer"))
 
     @admin.display(description=_("Audio"))

@@ -154,6 +154,11 @@ def _url(request: HttpRequest, path: str) -> str:
     return request.build_absolute_uri(path)
 
 
+def _accepted(request: HttpRequest, job: Job, detail: str | None = None) -> dict:
+    """A job's id, status and URL (JobAccepted)."""
+    return {"job_id": job.id, "status": job.status, "url": _url(request, job.api_path), "detail": detail}
+
+
 def _rejected_upload(request: HttpRequest) -> None:
     rejection = getattr(request, "upload_rejection", None)
     if rejection is not None:
@@ -174,15 +179,14 @@ def transcribe(request: HttpRequest, file: UploadedFile = File(...),
     if options.wait:
         job = services.wait_for(job, settings.TRANSCRIBE_WAIT_SECONDS)
     if job.status == Job.Status.QUEUED and not services.workers_available():
-        return Status(202, {"job_id": job.id, "status": job.status, "url": _url(request, f"/job/{job.id}"),
-                            "detail": services.NO_WORKER})
+        return Status(202, _accepted(request, job, detail=services.NO_WORKER))
     if job.status == Job.Status.DONE:
         return Status(200, job.result)
     if job.status == Job.Status.FAILED:
         return Status(job.failure_status, {"detail": job.error})
     if job.status == Job.Status.CANCELLED:
         return Status(409, {"detail": f"job {job.id} was cancelled"})
-    return Status(202, {"job_id": job.id, "status": job.status, "url": _url(request, f"/job/{job.id}")})
+    return Status(202, _accepted(request, job))
 
 
 @api.post("/transcribe/batch", response={202: BatchAccepted, **ERRORS}, throttle=JOB_THROTTLE,
@@ -195,7 +199,7 @@ def transcribe_batch(request: HttpRequest, files: list[UploadedFile] = File(...)
     return Status(202, {
         "batch_id": batch.id,
         "url": _url(request, f"/batch/{batch.id}"),
-        "jobs": [{"job_id": j.id, "file": j.upload.original_name, "url": _url(request, f"/job/{j.id}")}
+        "jobs": [{"job_id": j.id, "file": j.upload.original_name, "url": _url(request, j.api_path)}
                  for j in jobs],
     })
 
@@ -212,8 +216,7 @@ def job_status(request: HttpRequest, job_id: str):
 
 @api.post("/job/{job_id}/cancel", response={200: JobAccepted, **ERRORS}, summary="Cancel a queued or running job")
 def job_cancel(request: HttpRequest, job_id: str):
-    job = services.cancel(selectors.job_or_404(job_id))
-    return {"job_id": job.id, "status": job.status, "url": _url(request, f"/job/{job.id}")}
+    return _accepted(request, services.cancel(selectors.job_or_404(job_id)))
 
 
 class ResultQuery(Schema):
