@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 from pathlib import Path
 
 from django.conf import settings
@@ -352,12 +353,8 @@ class Worker(models.Model):
         return self.name
 
     @staticmethod
-    def stale_after():
+    def stale_after() -> timedelta:
         """Three missed heartbeats: the consumer is gone (killed, machine lost, or hung)."""
-        from datetime import timedelta
-
-        from django.conf import settings
-
         return timedelta(seconds=3 * settings.JOB_HEARTBEAT_SECONDS)
 
     @property
