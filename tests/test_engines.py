@@ -129,8 +129,10 @@ def test_progress_is_reported_at_least_every_30_seconds_of_audio_even_across_sil
     audio = np.concatenate([jfk_samples, silence, jfk_samples])
     seen = []
     # One temperature: falling back over the silence would time the dice, not the progress.
+    # Sequential decoding (batched decoding reports once a batch: test_batched.py).
     engines.get_engine(engine_name).transcribe(modelstore.engine_dir(model, engine_name), audio,
-                                               DecodeOptions(language="en", temperature=(0.0,)), seen.append)
+                                               DecodeOptions(language="en", temperature=(0.0,), batch_size=1),
+                                               seen.append)
     assert seen == sorted(seen) and seen[0] == 0.0 and seen[-1] == 1.0
     seconds = len(audio) / 16_000
     biggest_step = max(b - a for a, b in zip(seen, seen[1:])) * seconds

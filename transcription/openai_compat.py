@@ -24,7 +24,16 @@ ResponseFormat = Literal["json", "text", "srt", "vtt", "verbose_json"]
 OPENAI_ALIAS = "whisper-1"
 
 
-class TranscriptionForm(Schema):
+class Extras(Schema):
+    """The service's own decoding fields, accepted beside OpenAI's (its clients pass them as extra
+    form fields, e.g. the Python SDK's `extra_body`)."""
+
+    batch_size: int | None = TranscribeOptions.model_fields["batch_size"]
+    vad_filter: bool = TranscribeOptions.model_fields["vad_filter"]
+    hotwords: str | None = TranscribeOptions.model_fields["hotwords"]
+
+
+class TranscriptionForm(Extras):
     model: str = Field(OPENAI_ALIAS, description="A service model name, or whisper-1 for the default.")
     language: str | None = Field(None, description="ISO-639-1 code; omitted: detected.")
     prompt: str | None = Field(None, max_length=2000)
@@ -37,7 +46,7 @@ class TranscriptionForm(Schema):
     )
 
 
-class TranslationForm(Schema):
+class TranslationForm(Extras):
     model: str = Field(OPENAI_ALIAS)
     prompt: str | None = Field(None, max_length=2000)
     response_format: ResponseFormat = "json"
@@ -68,6 +77,9 @@ def _run(request: HttpRequest, file: UploadedFile, task: str, form, language: st
         temperature=DEFAULT_TEMPERATURE if form.temperature == 0 else str(form.temperature),
         initial_prompt=form.prompt or None,
         word_timestamps="word" in granularities,
+        batch_size=form.batch_size,
+        vad_filter=form.vad_filter,
+        hotwords=form.hotwords,
     )
     job = services.wait_for(services.create_job(file, options), settings.TRANSCRIBE_WAIT_SECONDS)
     if job.status != Job.Status.DONE:

@@ -66,6 +66,15 @@ class TranscribeOptions(Schema):
     no_timestamps: bool = Field(DECODE.without_timestamps, description="Decode without timestamp tokens.")
     compression_ratio_threshold: float | None = _finite(DECODE.compression_ratio_threshold, gt=0.0, le=100.0)
     logprob_threshold: float | None = _finite(DECODE.logprob_threshold, ge=-100.0, le=0.0)
+    batch_size: int | None = Field(
+        None, ge=1, le=64,
+        description="Windows of audio decoded together. 1: sequential decoding, each window where the last"
+        " one's text ended (the previous text as context). Default: WHISPER_BATCH_SIZE, else 8 on CPU and"
+        " 16 on a GPU (ctranslate2); mlx decodes sequentially.")
+    vad_filter: bool = Field(DECODE.vad_filter, description="Decode only the speech Silero VAD finds"
+                             " (faster-whisper's bundled model); ctranslate2 only.")
+    hotwords: str | None = Field(None, max_length=1000, description="Words or phrases to favour, e.g. names;"
+                                 " ctranslate2 only.")
     wait: bool = Field(True, description="Answer with the result (true) or 202 with the job's URL (false).")
 
     @model_validator(mode="before")

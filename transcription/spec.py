@@ -48,6 +48,9 @@ class JobSpec(BaseModel):
                 without_timestamps=options.no_timestamps,
                 compression_ratio_threshold=options.compression_ratio_threshold,
                 logprob_threshold=options.logprob_threshold,
+                batch_size=options.batch_size,
+                vad_filter=options.vad_filter,
+                hotwords=(options.hotwords or "").strip() or None,
             ),
             silence=Silence(remove=options.remove_silence, threshold_db=options.silence_threshold,
                             min_duration=options.silence_duration),
@@ -77,6 +80,9 @@ class JobSpec(BaseModel):
             "no_timestamps": d.without_timestamps,
             "compression_ratio_threshold": d.compression_ratio_threshold,
             "logprob_threshold": d.logprob_threshold,
+            "batch_size": d.batch_size,
+            "vad_filter": d.vad_filter,
+            "hotwords": d.hotwords,
         }
 
 

@@ -27,7 +27,7 @@ OTHER_LABELS = {
     "logprob_threshold": gettext_lazy("Log-probability threshold"),
 }
 # Left empty, these are the engine's to choose (README: "engine default").
-ENGINE_DEFAULTS = {"beam_size", "best_of", "patience", "length_penalty"}
+ENGINE_DEFAULTS = {"beam_size", "best_of", "patience", "length_penalty", "batch_size"}
 ORDER = (*OptionsForm.BASIC, *OptionsForm.ADVANCED, *OTHER_LABELS)
 
 

@@ -80,6 +80,16 @@ class OptionsForm(forms.Form):
     beam_size = _number("beam_size", _("Beam size"),
                         _("Empty: the engine's default (5 with CTranslate2; MLX decodes greedily)."),
                         "1", integer=True, required=False)
+    batch_size = _number("batch_size", _("Batch size"),
+                         _("Windows of audio decoded together: faster on long files. 1 decodes them one after"
+                           " another, each with the text so far as context. Empty: the service's default."),
+                         "1", integer=True, required=False)
+    vad_filter = _flag("vad_filter", _("Skip non-speech (VAD)"),
+                       _("Decode only what Silero VAD finds is speech (CTranslate2 engine)."))
+    hotwords = forms.CharField(
+        label=_("Hotwords"), required=False, max_length=1000,
+        help_text=_("Words or phrases to favour, e.g. names (CTranslate2 engine)."),
+    )
     temperature = forms.CharField(
         label=_("Temperature"), initial=_default("temperature"), max_length=200,
         help_text=_("One value or a fallback list, each 0–1, e.g. 0.0,0.2,0.4."),
@@ -93,7 +103,8 @@ class OptionsForm(forms.Form):
     BASIC = ("language", "task", "model")
     ADVANCED = ("engine", "word_timestamps", "condition_on_previous_text", "no_speech_threshold",
                 "hallucination_silence_threshold", "remove_silence", "silence_threshold",
-                "silence_duration", "beam_size", "temperature", "initial_prompt")
+                "silence_duration", "beam_size", "batch_size", "vad_filter", "hotwords", "temperature",
+                "initial_prompt")
     PLANNED = ("model", "engine", "language", "task")  # services.plan checks these together
 
     def __init__(self, *args, **kwargs) -> None:

@@ -38,6 +38,10 @@ class DecodeOptions:
     without_timestamps: bool = False
     compression_ratio_threshold: float | None = 2.4
     logprob_threshold: float | None = -1.0
+    batch_size: int | None = None  # windows per model call (None: the engine's choice for its device);
+    # 1: sequential, each window where the last one's text ended
+    vad_filter: bool = False  # Silero VAD: decode only the speech it finds
+    hotwords: str | None = None  # words to favour, given to every window
 
 
 @dataclass

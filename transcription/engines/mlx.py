@@ -72,6 +72,11 @@ class MLXEngine:
             )
         if options.patience is not None:
             problems.append("patience needs beam search, which the mlx engine does not have")
+        if options.vad_filter:
+            problems.append("vad_filter is not supported by the mlx engine; use engine=ctranslate2")
+        if options.hotwords:
+            problems.append("hotwords are not supported by the mlx engine (use initial_prompt, or"
+                            " engine=ctranslate2)")
         return problems
 
     def _dtype_name(self) -> str:

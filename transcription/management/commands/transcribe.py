@@ -53,11 +53,18 @@ class Command(BaseCommand):
         parser.add_argument("--output-dir", type=Path, default=None,
                             help="default: beside each input file")
         parser.add_argument("--no-word-timestamps", action="store_true")
+        decoding = parser.add_argument_group("decoding")
+        decoding.add_argument("--batch-size", type=_positive, default=None,
+                              help="windows decoded together; 1: sequential (default: the service's)")
+        decoding.add_argument("--vad-filter", action="store_true",
+                              help="decode only the speech Silero VAD finds (ctranslate2)")
+        decoding.add_argument("--hotwords", default=None, help="words or phrases to favour (ctranslate2)")
         parser.add_argument("--queue", action="store_true",
                             help="hand the jobs to the Huey queue (a running consumer does the work)")
 
     def handle(self, files, model, engine, language, task, format, output_dir, no_word_timestamps,
-               queue, max_line_width, max_line_count, max_words_per_line, highlight_words, **_):
+               queue, max_line_width, max_line_count, max_words_per_line, highlight_words, batch_size,
+               vad_filter, hotwords, **_):
         subtitles = formats.SubtitleOptions(max_line_width, max_line_count, highlight_words,
                                             max_words_per_line)
         wanted = [f.strip().lower() for f in format.split(",") if f.strip()]
@@ -67,7 +74,8 @@ class Command(BaseCommand):
                                f"{', '.join(formats.NAMES)}")
         try:
             options = TranscribeOptions(model=model, engine=engine, language=language, task=task,
-                                        word_timestamps=not no_word_timestamps)
+                                        word_timestamps=not no_word_timestamps, batch_size=batch_size,
+                                        vad_filter=vad_filter, hotwords=hotwords)
         except pydantic.ValidationError as exc:
             raise CommandError("; ".join(f"{e['loc'][0]}: {e['msg']}" for e in exc.errors())) from None
         failures = 0
