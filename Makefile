@@ -46,8 +46,10 @@ test-ffmpeg-wheel: models-test
 	FFMPEG_BINARY="$$($(PY) -c 'import imageio_ffmpeg; print(imageio_ffmpeg.get_ffmpeg_exe())')" \
 	  $(PY) -m pytest -m ffmpeg
 
+# Speed and accuracy: the service, sequential faster-whisper and faster-whisper's batched pipeline
+# on a 10-minute reading of the shared clips (README: "Speed and accuracy").
 bench: models-test
-	$(PY) bench/service_overhead.py
+	$(PY) bench/speed_accuracy.py --rounds 2
 
 clean:
 	rm -rf var .pytest_cache

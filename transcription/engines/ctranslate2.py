@@ -194,9 +194,10 @@ class Batched:
     batch (faster-whisper's batched pipeline step, CTranslate2's batched `generate`), and moves
     each stream on as sequential Whisper moves: to the end of the last complete segment, so a
     sentence cut by the window's edge is decoded whole in the next window. What it adds:
-    - cut short: the output ends with "no more speech" over a second before the window does, but
-      the rest of the window holds audio at speech level: the stream goes on from there, where
-      sequential Whisper would skip the sentence (measured: a 3-s sentence after a long one);
+    - speech passed over: the output jumps a gap of over a second, or ends with "no more speech"
+      over a second before the window does, where the audio is at speech level: the stream goes
+      on from the gap, where sequential Whisper would skip the sentence (measured: a 3-s
+      sentence after a long one, and once 13 s holding two sentences);
     - silent windows (no-speech probability high, log-probability low) are dropped, and failed
       ones (repetitive or improbable text) are decoded again alone with temperature fallback;
     - with vad_filter, the streams jump over what Silero VAD finds is not speech.
@@ -299,16 +300,31 @@ class Batched:
         if ((o.compression_ratio_threshold is not None and get_compression_ratio(text) > o.compression_ratio_threshold)
                 or (o.logprob_threshold is not None and output["avg_logprob"] < o.logprob_threshold)):
             return self._alone(window), whole
-        if single_ending and not o.without_timestamps:
-            covered = int(round(subsegments[-1]["end"] * windows.SAMPLE_RATE)) - window.start
-            if (whole - covered >= CUT_SHORT_SECONDS * windows.SAMPLE_RATE and covered > 0
-                    and windows.has_speech(self.audio[window.start + covered:window.end],
-                                           windows.speech_level(self.audio[window.start:window.end]))):
-                self.cut_short += 1
-                advance = covered
+        if not o.without_timestamps:
+            subsegments, advance = self._skipped(window, subsegments, advance, single_ending)
         if advance <= 0:
             advance = whole
         return [self._segment(sub) for sub in subsegments], advance
+
+    def _skipped(self, window, subsegments: list[dict], advance: int, single_ending: bool):
+        """Where the output passed over speech: a gap between its segments, or after the last one
+        when it ended with "no more speech", of over CUT_SHORT_SECONDS holding audio at the
+        window's speech level. The segments before it are kept and the stream goes on from it."""
+        level = None
+        ends = [int(round(sub["end"] * windows.SAMPLE_RATE)) for sub in subsegments]
+        starts = [int(round(sub["start"] * windows.SAMPLE_RATE)) for sub in subsegments[1:]]
+        gaps = list(zip(ends, starts))
+        if single_ending:
+            gaps.append((ends[-1], window.end))
+        for number, (start, end) in enumerate(gaps):
+            if end - start < CUT_SHORT_SECONDS * windows.SAMPLE_RATE or start <= window.start:
+                continue
+            if level is None:
+                level = windows.speech_level(self.audio[window.start:window.end])
+            if windows.has_speech(self.audio[start:end], level):
+                self.cut_short += 1
+                return subsegments[:number + 1], start - window.start
+        return subsegments, advance
 
     def _alone(self, window) -> list[Segment]:
         """A failed window, decoded alone with the sequential path's temperature fallback."""

@@ -245,7 +245,7 @@ def wait_for(job: Job, timeout: float, poll: float = 0.2) -> Job:
                 return job
             next_worker_check = now + settings.JOB_HEARTBEAT_SECONDS
         time.sleep(min(poll, max(0.0, deadline - now)))
-        poll = min(poll * 1.5, 1.0)
+        poll = min(poll * 1.5, 0.3)  # a row read a third of a second: the answer is not held back
 
 
 ALREADY = {
