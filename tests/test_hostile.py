@@ -744,6 +744,7 @@ def _wrong_values(name: str, annotation) -> list[str]:
         "temperature": ["abc", "[0.1]", "{}"],
         "suppress_tokens": ["a,b", "[1]", "1.5"],
         "initial_prompt": ["x" * 2001],
+        "hotwords": ["x" * 1001],
     }[name]
 
 

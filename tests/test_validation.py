@@ -52,6 +52,10 @@ BAD_FIELDS = [
     ("no_timestamps", "often", "bool"),
     ("compression_ratio_threshold", "0", "greater than 0"),
     ("logprob_threshold", "0.5", "less than or equal to 0"),
+    ("batch_size", "0", "greater than or equal to 1"),
+    ("batch_size", "65", "less than or equal to 64"),
+    ("vad_filter", "often", "bool"),
+    ("hotwords", "x" * 1001, "at most 1000"),
     ("wait", "later", "bool"),
 ]
 
