@@ -227,6 +227,9 @@ MAX_AUDIO_SECONDS = envfloat("MAX_AUDIO_SECONDS", 12 * 3600, low=0)
 WHISPER_WINDOW_SECONDS = envfloat("WHISPER_WINDOW_SECONDS", 3600, low=30)
 # Windows decoded together when a request leaves batch_size unset (0: 8 on CPU, 16 on a GPU).
 WHISPER_BATCH_SIZE = envint("WHISPER_BATCH_SIZE", 0, low=0, high=64)
+# The mlx engine decodes sequentially unless this is set: its batched decoding gives the same text
+# on MLX's CPU backend (tests/test_batched.py), but its speed on a Mac's GPU is not measured yet.
+WHISPER_MLX_BATCHED = envbool("WHISPER_MLX_BATCHED", False)
 # Crash recovery: a running job's worker beats every JOB_HEARTBEAT_SECONDS; a job silent for
 # JOB_STALE_SECONDS is requeued, up to JOB_MAX_ATTEMPTS starts, then failed with the reason.
 JOB_HEARTBEAT_SECONDS = envfloat("JOB_HEARTBEAT_SECONDS", 10, low=0.05)

@@ -12,7 +12,7 @@ from tests.conftest import manifest, normalise_words
 from tests.scoring import score, words
 from transcription import engines, modelstore
 from transcription.audio import convert
-from transcription.engines import DecodeOptions, windows
+from transcription.engines import DecodeOptions, streams, windows
 from transcription.engines.ctranslate2 import Batched, device_plan
 
 SR = 16_000
@@ -54,10 +54,16 @@ def test_next_speech_jumps_over_what_the_vad_called_silence():
     assert windows.next_speech(950, spans) > 10 ** 12
 
 
-def test_speech_level_audio_is_told_from_a_pause():
-    speech = windows.speech_level(noise(5))
-    assert windows.has_speech(np.concatenate([silence(2), noise(1)]), speech)
-    assert not windows.has_speech(silence(3) + noise(3, level=0.0005), speech)
+@pytest.fixture(scope="module")
+def jfk(tmp_path_factory, eval_dir) -> np.ndarray:
+    return np.array(convert(eval_dir / "jfk.flac", tmp_path_factory.mktemp("jfk") / "jfk.f32"))
+
+
+def test_speech_is_told_from_a_pause_and_from_noise_whatever_its_level(jfk):
+    quiet_speech = jfk[int(1 * SR):int(3 * SR)] * 0.03  # 30 dB down
+    assert windows.has_speech(np.concatenate([silence(1), quiet_speech]))
+    assert not windows.has_speech(silence(3))
+    assert not windows.has_speech(noise(3, level=0.01))
 
 
 # --- where and how ---------------------------------------------------------------------------------
@@ -71,30 +77,48 @@ def test_device_plan_uses_float16_and_bigger_batches_on_a_gpu():
 
 # --- cut short ---------------------------------------------------------------------------------------
 
-def _output(end: float) -> tuple[dict, list[dict]]:
-    output = {"avg_logprob": -0.2, "no_speech_prob": 0.01}
-    sub = {"text": " words", "start": 0.0, "end": end, "tokens": [1], "seek": 0, "compression_ratio": 1.0,
-           **output}
-    return output, [sub]
+def _output(end: float, advance: int, no_speech: float = 0.01, logprob: float = -0.2) -> streams.Output:
+    segment = {"text": " words", "start": 0.0, "end": end, "tokens": [1], "seek": 0}
+    return streams.Output([segment], advance, True, logprob, no_speech)
 
 
-@pytest.mark.parametrize("after,moves_to", [(noise(2), 5.0), (silence(2), 30.0)])
-def test_a_window_that_stops_before_speech_it_did_not_read_goes_on_from_there(after, moves_to):
+@pytest.mark.parametrize("speech_after", [True, False])
+def test_a_window_that_stops_before_speech_it_did_not_read_goes_on_from_there(jfk, speech_after):
+    after = jfk[int(1 * SR):int(3 * SR)] if speech_after else silence(2)
     audio = np.concatenate([noise(5), silence(3), after, silence(20)])
-    run = Batched(None, audio, DecodeOptions(batch_size=2), lambda f: None)
-    window = windows.Window(0, 30 * SR)
-    output, subsegments = _output(5.0)
-    kept, advance = run._judge(window, output, subsegments, advance=30 * SR, single_ending=True)
+    decoder = streams.StreamDecoder(audio, DecodeOptions(batch_size=2), lambda f: None)
+    kept, advance = decoder.judge(windows.Window(0, 30 * SR), _output(5.0, 30 * SR))
     assert [seg.text for seg in kept] == [" words"]
-    assert advance == int(moves_to * SR)
+    assert advance == (5 * SR if speech_after else 30 * SR)
+
+
+def test_a_gap_over_speech_inside_the_output_sends_the_stream_back_to_it(jfk):
+    audio = np.concatenate([noise(3), jfk[int(1 * SR):int(5 * SR)], noise(3, seed=2), silence(20)])
+    decoder = streams.StreamDecoder(audio, DecodeOptions(batch_size=2), lambda f: None)
+    output = _output(3.0, 30 * SR)
+    output.segments.append({"text": " later", "start": 7.0, "end": 10.0, "tokens": [2], "seek": 0})
+    kept, advance = decoder.judge(windows.Window(0, 30 * SR), output)
+    assert [seg.text for seg in kept] == [" words"] and advance == 3 * SR
 
 
 def test_a_silent_window_is_dropped_and_skipped():
-    run = Batched(None, noise(30), DecodeOptions(batch_size=2), lambda f: None)
-    output, subsegments = _output(3.0)
-    output["no_speech_prob"] = 0.9
-    output["avg_logprob"] = -1.5
-    assert run._judge(windows.Window(0, 30 * SR), output, subsegments, 3 * SR, True) == ([], 30 * SR)
+    decoder = streams.StreamDecoder(noise(30), DecodeOptions(batch_size=2), lambda f: None)
+    output = _output(3.0, 3 * SR, no_speech=0.9, logprob=-1.5)
+    assert decoder.judge(windows.Window(0, 30 * SR), output) == ([], 30 * SR)
+
+
+def test_tokens_are_read_as_whisper_reads_them():
+    begin, eot = 100, 99
+    window = windows.Window(10 * SR, 40 * SR)
+    text = lambda tokens: "".join(chr(96 + t) for t in tokens)  # noqa: E731
+    # two complete segments and an unfinished third: read to the second's end (4.0 s)
+    segments, advance, single = streams.split_by_timestamps(
+        [begin, 1, 2, begin + 100, begin + 100, 3, begin + 200, begin + 200, 4, 5], begin, eot, window, text)
+    assert [(s["start"], s["end"], s["text"]) for s in segments] == [(10.0, 12.0, "ab"), (12.0, 14.0, "c")]
+    assert advance == 4 * SR and not single and segments[0]["seek"] == 10 * SR // 160
+    # ending on a single timestamp: the whole window was read
+    segments, advance, single = streams.split_by_timestamps([begin, 1, begin + 50, eot], begin, eot, window, text)
+    assert single and advance == 30 * SR and [(s["start"], s["end"]) for s in segments] == [(10.0, 11.0)]
 
 
 # --- batched against sequential on real speech ---------------------------------------------------
@@ -225,3 +249,27 @@ def test_the_command_refuses_a_zero_batch_and_takes_the_others(clips, tmp_path):
 
     result = json.loads((tmp_path / "jfk.json").read_text(encoding="utf-8"))
     assert (result["options"]["batch_size"], result["options"]["vad_filter"]) == (2, True)
+
+
+# --- the mlx engine (MLX's CPU backend here: tiny.en, short audio) ----------------------------------
+
+def _mlx(samples, settings, **options):
+    settings.WHISPER_MLX_BATCHED = True
+    return engines.get_engine("mlx").transcribe(modelstore.engine_dir("tiny.en", "mlx"), samples,
+                                                DecodeOptions(language="en", **options), lambda f: None)
+
+
+def test_mlx_batched_gives_sequential_text_on_one_window_and_the_same_accuracy_on_two_streams(reading, settings):
+    samples, spans = reading
+    one_window = samples[:int(spans[0][2] * SR)]  # jfk: one window either way, the same words
+    batched, sequential = _mlx(one_window, settings, batch_size=4), _mlx(one_window, settings, batch_size=1)
+    assert normalise_words(batched.text) == normalise_words(sequential.text), (batched.text, sequential.text)
+    three = samples[:int(spans[2][2] * SR)]  # and the MIT paragraph: 44 s, two streams
+    sentences = [ref for *_, ref, _ in spans[:3]]
+    batched = _mlx(three, settings, batch_size=2)
+    sequential = _mlx(three, settings, batch_size=1)
+    batched_score, sequential_score = score(batched.text, sentences), score(sequential.text, sentences)
+    assert batched_score["dropped"] == 0 and batched_score["wer"] <= sequential_score["wer"] + 0.02, (
+        batched_score, sequential_score)
+    words_timed = [w for seg in batched.segments for w in seg.words]
+    assert words_timed and all(0 <= w.start <= w.end <= len(three) / SR + 0.5 for w in words_timed)

@@ -9,13 +9,10 @@ from pathlib import Path
 import numpy as np
 from django.conf import settings
 
-from . import melspec, windows
+from . import melspec, streams, windows
 from .cache import ModelCache
 from .base import DecodeOptions, EngineUnavailable, ProgressCallback, Segment, Transcript, Word
 
-# A window whose output ends this long before the window does, over audio at speech level, was
-# cut short: its stream goes on from where the output ended, not from the window's end.
-CUT_SHORT_SECONDS = 1.0
 
 # The progress callback of the job this thread decodes (worker threads share loaded models).
 _local = threading.local()
@@ -185,150 +182,56 @@ class CTranslate2Engine:
         return segments
 
 
-class Batched:
-    """Batched decoding: sequential Whisper's seeking, run on `batch_size` stretches of the file at
-    once, each window of each stretch decoded in one encoder and decoder call with the others.
-
-    The file is cut at its longest pauses into up to `batch_size` streams of about equal length.
-    Each step takes the next 30-s window of every stream that has audio left, decodes them as one
-    batch (faster-whisper's batched pipeline step, CTranslate2's batched `generate`), and moves
-    each stream on as sequential Whisper moves: to the end of the last complete segment, so a
-    sentence cut by the window's edge is decoded whole in the next window. What it adds:
-    - speech passed over: the output jumps a gap of over a second, or ends with "no more speech"
-      over a second before the window does, where the audio is at speech level: the stream goes
-      on from the gap, where sequential Whisper would skip the sentence (measured: a 3-s
-      sentence after a long one, and once 13 s holding two sentences);
-    - silent windows (no-speech probability high, log-probability low) are dropped, and failed
-      ones (repetitive or improbable text) are decoded again alone with temperature fallback;
-    - with vad_filter, the streams jump over what Silero VAD finds is not speech.
-    The language is detected once, on the first window; each window gets the user's prompt and
-    hotwords, not the previous window's text (the windows of one batch are decoded together)."""
+class Batched(streams.StreamDecoder):
+    """CTranslate2's part of batched decoding (engines/streams.py): the windows' spectrograms
+    through one encoder call and CTranslate2's batched `generate` (faster-whisper's batched
+    pipeline step), then its word alignment for the whole batch."""
 
     def __init__(self, model, audio: np.ndarray, options: DecodeOptions, progress: ProgressCallback) -> None:
-        self.model, self.audio, self.options, self.progress = model, audio, options, progress
-        self.windows = 0  # decoded, for the log and the benchmark
-        self.cut_short = 0
+        super().__init__(audio, options, progress)
+        self.model = model
 
-    def run(self) -> Transcript:
-        from faster_whisper.tokenizer import Tokenizer
-        from faster_whisper.transcribe import BatchedInferencePipeline
-
-        options, model, n = self.options, self.model, len(self.audio)
-        self.progress(0.0)
-        speech = windows.silero_spans(self.audio) if options.vad_filter else None
-        if n == 0 or speech == []:
-            return Transcript(language=options.language or "", language_probability=None, segments=[])
-        streams = windows.streams(self.audio, options.batch_size)
-        position = [stream.start for stream in streams]
-        language, probability = options.language, None
-        if not model.model.is_multilingual:
-            language = "en"
-        elif language is None:
-            first = windows.next_speech(0, speech) if speech else 0
-            language, probability, _ = model.detect_language(
-                features=self._features(windows.Window(first, min(n, first + windows.LIMIT))))
-        self.tokenizer = Tokenizer(model.hf_tokenizer, model.model.is_multilingual, task=options.task,
-                                   language=language)
-        self.decoding = self._decoding_options()
-        self.pipeline = BatchedInferencePipeline(model)
-        segments: list[Segment] = []
-        while True:
-            batch = []
-            for number, stream in enumerate(streams):
-                start = position[number]
-                if speech is not None:
-                    start = position[number] = min(stream.end, windows.next_speech(start, speech))
-                if stream.end - start >= windows.MIN_SAMPLES:
-                    batch.append((number, windows.Window(start, min(stream.end, start + windows.LIMIT))))
-            if not batch:
-                break
-            for (number, window), (kept, advance) in zip(batch, self._step([w for _, w in batch])):
-                segments.extend(kept)
-                position[number] = min(streams[number].end, window.start + advance)
-            self.progress(sum(p - s.start for p, s in zip(position, streams)) / sum(s.end - s.start for s in streams))
-        segments.sort(key=lambda seg: (seg.start, seg.end))
-        for number, seg in enumerate(segments):
-            seg.id = number
-        self.progress(1.0)
-        return Transcript(language=language, language_probability=probability, segments=segments)
+    @property
+    def multilingual(self) -> bool:
+        return self.model.model.is_multilingual
 
     def _features(self, window: windows.Window) -> np.ndarray:
         from faster_whisper.audio import pad_or_trim
 
         return pad_or_trim(self.model.feature_extractor(self.audio[window.start:window.end])[..., :-1])
 
-    def _step(self, batch: list[windows.Window]) -> list[tuple[list[Segment], int]]:
-        """Decode one window of each stream together: each window's segments and how far its
-        stream moves on (samples)."""
-        from faster_whisper.transcribe import get_compression_ratio
+    def detect(self, window: windows.Window) -> tuple[str, float | None]:
+        language, probability, _ = self.model.detect_language(features=self._features(window))
+        return language, probability
 
-        model, tokenizer, o = self.model, self.tokenizer, self.options
-        self.windows += len(batch)
+    def begin(self, language: str) -> None:
+        from faster_whisper.tokenizer import Tokenizer
+        from faster_whisper.transcribe import BatchedInferencePipeline
+
+        self.tokenizer = Tokenizer(self.model.hf_tokenizer, self.multilingual, task=self.options.task,
+                                   language=language)
+        self.decoding = self._decoding_options()
+        self.pipeline = BatchedInferencePipeline(self.model)
+
+    def decode(self, batch: list[windows.Window]) -> list[streams.Output]:
+        tokenizer = self.tokenizer
         encoded, outputs = self.pipeline.generate_segment_batched(
             np.stack([self._features(w) for w in batch]), tokenizer, self.decoding)
-        pieces, sizes, ends = [], [], []
+        results = []
         for window, output in zip(batch, outputs):
-            size = min(windows.FRAMES, -(-(window.end - window.start) // windows.HOP))
-            subsegments, seek, single_ending = model._split_segments_by_timestamps(
-                tokenizer=tokenizer, tokens=output["tokens"], time_offset=window.start / windows.SAMPLE_RATE,
-                segment_size=size, segment_duration=window.seconds, seek=0)
-            for sub in subsegments:
-                sub.update(text=tokenizer.decode(sub["tokens"]), avg_logprob=output["avg_logprob"],
-                           no_speech_prob=output["no_speech_prob"], seek=window.start // windows.HOP,
-                           compression_ratio=get_compression_ratio(tokenizer.decode(sub["tokens"])))
-            pieces.append(subsegments)
-            sizes.append(size)
-            ends.append((min(seek, size) * windows.HOP, single_ending))
-        if o.word_timestamps:
-            model.add_word_timestamps(pieces, tokenizer, encoded, sizes, self.decoding.prepend_punctuations,
-                                      self.decoding.append_punctuations, 0.0)
-        return [self._judge(window, output, subsegments, advance, single_ending)
-                for window, output, subsegments, (advance, single_ending) in zip(batch, outputs, pieces, ends)]
+            segments, advance, single_ending = streams.split_by_timestamps(
+                output["tokens"], tokenizer.timestamp_begin, tokenizer.eot, window, tokenizer.decode)
+            results.append(streams.Output(segments, advance, single_ending, output["avg_logprob"],
+                                          output["no_speech_prob"]))
+        if self.options.word_timestamps:
+            frames = [min(windows.FRAMES, -(-(w.end - w.start) // windows.HOP)) for w in batch]
+            self.model.add_word_timestamps([r.segments for r in results], tokenizer, encoded, frames,
+                                           self.decoding.prepend_punctuations,
+                                           self.decoding.append_punctuations, 0.0)
+        return results
 
-    def _judge(self, window, output: dict, subsegments: list[dict], advance: int,
-               single_ending: bool) -> tuple[list[Segment], int]:
-        from faster_whisper.transcribe import get_compression_ratio
-
-        o, whole = self.options, window.end - window.start
-        subsegments = [sub for sub in subsegments if sub["text"].strip()]
-        if (o.no_speech_threshold is not None and output["no_speech_prob"] > o.no_speech_threshold
-                and (o.logprob_threshold is None or output["avg_logprob"] < o.logprob_threshold)):
-            return [], whole  # silence, skipped as sequential Whisper skips it
-        if not subsegments:
-            return [], whole
-        text = "".join(sub["text"] for sub in subsegments)
-        if ((o.compression_ratio_threshold is not None and get_compression_ratio(text) > o.compression_ratio_threshold)
-                or (o.logprob_threshold is not None and output["avg_logprob"] < o.logprob_threshold)):
-            return self._alone(window), whole
-        if not o.without_timestamps:
-            subsegments, advance = self._skipped(window, subsegments, advance, single_ending)
-        if advance <= 0:
-            advance = whole
-        return [self._segment(sub) for sub in subsegments], advance
-
-    def _skipped(self, window, subsegments: list[dict], advance: int, single_ending: bool):
-        """Where the output passed over speech: a gap between its segments, or after the last one
-        when it ended with "no more speech", of over CUT_SHORT_SECONDS holding audio at the
-        window's speech level. The segments before it are kept and the stream goes on from it."""
-        level = None
-        ends = [int(round(sub["end"] * windows.SAMPLE_RATE)) for sub in subsegments]
-        starts = [int(round(sub["start"] * windows.SAMPLE_RATE)) for sub in subsegments[1:]]
-        gaps = list(zip(ends, starts))
-        if single_ending:
-            gaps.append((ends[-1], window.end))
-        for number, (start, end) in enumerate(gaps):
-            if end - start < CUT_SHORT_SECONDS * windows.SAMPLE_RATE or start <= window.start:
-                continue
-            if level is None:
-                level = windows.speech_level(self.audio[window.start:window.end])
-            if windows.has_speech(self.audio[start:end], level):
-                self.cut_short += 1
-                return subsegments[:number + 1], start - window.start
-        return subsegments, advance
-
-    def _alone(self, window) -> list[Segment]:
-        """A failed window, decoded alone with the sequential path's temperature fallback."""
-        options = replace(self.options, language=self.tokenizer.language_code, batch_size=1, vad_filter=False)
+    def alone(self, window: windows.Window) -> list[Segment]:
+        options = replace(self.options, language=self.language, batch_size=1, vad_filter=False)
         part = CTranslate2Engine()._transcribe(self.model, self.audio[window.start:window.end], options,
                                                lambda _fraction: None)
         return [seg.shifted(window.start / windows.SAMPLE_RATE) for seg in part.segments]
@@ -350,15 +253,4 @@ class Batched:
             word_timestamps=o.word_timestamps, prepend_punctuations="\"'“¿([{-",
             append_punctuations="\"'.。,，!！?？:：”)]}、", multilingual=False, max_new_tokens=None,
             clip_timestamps="0", hallucination_silence_threshold=None, hotwords=o.hotwords,
-        )
-
-    @staticmethod
-    def _segment(raw: dict) -> Segment:
-        words = None
-        if raw.get("words") is not None:
-            words = [Word(w["start"], w["end"], w["word"], w["probability"]) for w in raw["words"]]
-        return Segment(
-            id=0, start=raw["start"], end=raw["end"], text=raw["text"], words=words, seek=raw["seek"],
-            tokens=list(raw["tokens"]), temperature=0.0, avg_logprob=raw["avg_logprob"],
-            compression_ratio=raw["compression_ratio"], no_speech_prob=raw["no_speech_prob"],
         )

@@ -6,12 +6,14 @@ import importlib.util
 import os
 import platform
 import threading
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
+from django.conf import settings
 
-from . import melspec
+from . import melspec, streams, windows
 from .cache import ModelCache
 from .base import DecodeOptions, EngineUnavailable, ProgressCallback, Segment, Transcript, Word
 
@@ -118,40 +120,51 @@ class MLXEngine:
             # Hand our cached model to mlx-whisper's holder so it never reloads from disk.
             module.ModelHolder.model = model
             module.ModelHolder.model_path = str(model_dir)
-            module.tqdm = SimpleNamespace(tqdm=_ProgressBar)
-            # The same spectrogram, computed a stretch at a time (bounded memory on long files).
-            module.log_mel_spectrogram = melspec.mlx_log_mel
-            _progress["callback"] = progress
-            try:
-                progress(0.0)
-                decode = {}
-                if options.beam_size is not None:
-                    decode["beam_size"] = None if options.beam_size <= 1 else options.beam_size
-                if options.best_of is not None:
-                    decode["best_of"] = options.best_of
-                if options.length_penalty is not None:
-                    decode["length_penalty"] = options.length_penalty
-                result = module.transcribe(
-                    np.ascontiguousarray(audio, dtype=np.float32),
-                    path_or_hf_repo=str(model_dir),
-                    verbose=None,
-                    temperature=tuple(options.temperature),
-                    compression_ratio_threshold=options.compression_ratio_threshold,
-                    logprob_threshold=options.logprob_threshold,
-                    no_speech_threshold=options.no_speech_threshold,
-                    condition_on_previous_text=options.condition_on_previous_text,
-                    initial_prompt=options.initial_prompt,
-                    word_timestamps=options.word_timestamps,
-                    hallucination_silence_threshold=options.hallucination_silence_threshold,
-                    language=options.language,
-                    task=options.task,
-                    suppress_tokens=",".join(str(t) for t in options.suppress_tokens),
-                    without_timestamps=options.without_timestamps,
-                    fp16=self._dtype_name() == "float16",
-                    **decode,
-                )
-            finally:
-                _progress.pop("callback", None)
+            audio = np.ascontiguousarray(audio, dtype=np.float32)
+            batch_size = options.batch_size or settings.WHISPER_BATCH_SIZE or 8
+            if settings.WHISPER_MLX_BATCHED and batch_size > 1:
+                decoder = MLXBatched(model, audio, replace(options, batch_size=batch_size), progress,
+                                     lambda part, opts: self._sequential(module, model_dir, part, opts, lambda f: None))
+                return decoder.run()
+            return self._sequential(module, model_dir, audio, options, progress)
+
+    def _sequential(self, module, model_dir: Path, audio: np.ndarray, options: DecodeOptions,
+                    progress: ProgressCallback) -> Transcript:
+        """mlx-whisper's own loop, each window where the last one's text ended."""
+        module.tqdm = SimpleNamespace(tqdm=_ProgressBar)
+        # The same spectrogram, computed a stretch at a time (bounded memory on long files).
+        module.log_mel_spectrogram = melspec.mlx_log_mel
+        _progress["callback"] = progress
+        try:
+            progress(0.0)
+            decode = {}
+            if options.beam_size is not None:
+                decode["beam_size"] = None if options.beam_size <= 1 else options.beam_size
+            if options.best_of is not None:
+                decode["best_of"] = options.best_of
+            if options.length_penalty is not None:
+                decode["length_penalty"] = options.length_penalty
+            result = module.transcribe(
+                audio,
+                path_or_hf_repo=str(model_dir),
+                verbose=None,
+                temperature=tuple(options.temperature),
+                compression_ratio_threshold=options.compression_ratio_threshold,
+                logprob_threshold=options.logprob_threshold,
+                no_speech_threshold=options.no_speech_threshold,
+                condition_on_previous_text=options.condition_on_previous_text,
+                initial_prompt=options.initial_prompt,
+                word_timestamps=options.word_timestamps,
+                hallucination_silence_threshold=options.hallucination_silence_threshold,
+                language=options.language,
+                task=options.task,
+                suppress_tokens=",".join(str(t) for t in options.suppress_tokens),
+                without_timestamps=options.without_timestamps,
+                fp16=self._dtype_name() == "float16",
+                **decode,
+            )
+        finally:
+            _progress.pop("callback", None)
         progress(1.0)
         segments = []
         for raw in result.get("segments", []):
@@ -173,3 +186,69 @@ class MLXEngine:
                 )
             )
         return Transcript(language=result.get("language") or "", language_probability=None, segments=segments)
+
+
+class MLXBatched(streams.StreamDecoder):
+    """mlx-whisper's part of batched decoding (engines/streams.py): the windows' spectrograms
+    stacked into one `decode` call (mlx-whisper decodes a batch greedily, with timestamps), then
+    word timing window by window. Used when WHISPER_MLX_BATCHED is set: its speed on Metal is
+    measured on a Mac, not here."""
+
+    def __init__(self, model, audio: np.ndarray, options: DecodeOptions, progress: ProgressCallback,
+                 sequential) -> None:
+        super().__init__(audio, options, progress)
+        self.model, self.sequential = model, sequential
+
+    @property
+    def multilingual(self) -> bool:
+        return self.model.is_multilingual
+
+    def _mel(self, window: windows.Window):
+        from mlx_whisper.audio import N_FRAMES, N_SAMPLES, log_mel_spectrogram
+
+        mel = log_mel_spectrogram(self.audio[window.start:window.end], n_mels=self.model.dims.n_mels,
+                                  padding=N_SAMPLES)
+        import mlx.core as mx
+
+        return mel[:N_FRAMES].astype(mx.float16 if on_metal() else mx.float32)
+
+    def detect(self, window: windows.Window) -> tuple[str, float | None]:
+        _, probs = self.model.detect_language(self._mel(window))
+        language = max(probs, key=probs.get)
+        return language, float(probs[language])
+
+    def begin(self, language: str) -> None:
+        from mlx_whisper.decoding import DecodingOptions
+        from mlx_whisper.tokenizer import get_tokenizer
+
+        o = self.options
+        self.tokenizer = get_tokenizer(self.model.is_multilingual, num_languages=self.model.num_languages,
+                                       language=language, task=o.task)
+        self.decoding = DecodingOptions(
+            task=o.task, language=language, temperature=o.temperature[0] if o.temperature else 0.0,
+            prompt=o.initial_prompt or None, suppress_tokens=",".join(str(t) for t in o.suppress_tokens),
+            without_timestamps=o.without_timestamps, fp16=on_metal())
+
+    def decode(self, batch: list[windows.Window]) -> list[streams.Output]:
+        import mlx.core as mx
+        from mlx_whisper.decoding import decode
+        from mlx_whisper.timing import add_word_timestamps
+
+        tokenizer = self.tokenizer
+        mels = [self._mel(w) for w in batch]
+        results = []
+        for window, mel, result in zip(batch, mels, decode(self.model, mx.stack(mels), self.decoding)):
+            segments, advance, single_ending = streams.split_by_timestamps(
+                list(result.tokens), tokenizer.timestamp_begin, tokenizer.eot, window, tokenizer.decode)
+            if self.options.word_timestamps and any(t < tokenizer.eot for seg in segments for t in seg["tokens"]):
+                frames = min(windows.FRAMES, -(-(window.end - window.start) // windows.HOP))
+                add_word_timestamps(segments=segments, model=self.model, tokenizer=tokenizer, mel=mel,
+                                    num_frames=frames, last_speech_timestamp=0.0)
+            results.append(streams.Output(segments, advance, single_ending, float(result.avg_logprob),
+                                          float(result.no_speech_prob)))
+        return results
+
+    def alone(self, window: windows.Window) -> list[Segment]:
+        options = replace(self.options, language=self.language, batch_size=1)
+        part = self.sequential(self.audio[window.start:window.end], options)
+        return [seg.shifted(window.start / windows.SAMPLE_RATE) for seg in part.segments]

@@ -7,8 +7,7 @@ decodes them as one batch (the engine's part: `decode`), and moves each stream o
 Whisper moves: to the end of the last complete segment, so a sentence cut by the window's edge is
 decoded whole in the next window. What it adds to Whisper's rules:
 - speech passed over: the output jumps a gap of over a second, or ends with "no more speech" over
-  a second before the window does, where the audio is at speech level: the stream goes on from
-  the gap, where sequential Whisper skips the sentence (measured on the benchmark's reading: a
+  a second before the window does, where Silero VAD hears speech: the stream goes on from the gap, where sequential Whisper skips the sentence (measured on the benchmark's reading: a
   3-s sentence after a long one, 9 times in 11, and once a 13-s stretch holding two sentences);
 - silent windows (no-speech probability high, log-probability low) are dropped, and failed ones
   (repetitive or improbable text) are decoded again alone, with temperature fallback;
@@ -25,8 +24,8 @@ import numpy as np
 from . import windows
 from .base import DecodeOptions, ProgressCallback, Segment, Transcript, Word
 
-# A gap in a window's output this long, over audio at the window's speech level, is speech the
-# output passed over: its stream goes on from there.
+# A gap in a window's output this long, where Silero VAD hears speech, is speech the output passed
+# over: its stream goes on from there.
 CUT_SHORT_SECONDS = 1.0
 TIME_PRECISION = 0.02  # seconds per timestamp token
 
@@ -177,8 +176,9 @@ class StreamDecoder:
         return [self._segment(seg, output) for seg in kept], advance
 
     def _skipped(self, window, kept: list[dict], advance: int, single_ending: bool):
-        """Where the output passed over speech: the segments before it, and the gap's start."""
-        level = None
+        """Where the output passed over speech: the segments before it, and the gap's start.
+        (Judged by VAD, not by level: on the reading, a quiet sentence after a loud one is 30 dB
+        under it and 8 dB over its background.)"""
         ends = [int(round(seg["end"] * windows.SAMPLE_RATE)) for seg in kept]
         starts = [int(round(seg["start"] * windows.SAMPLE_RATE)) for seg in kept[1:]]
         gaps = list(zip(ends, starts))
@@ -187,9 +187,7 @@ class StreamDecoder:
         for number, (start, end) in enumerate(gaps):
             if end - start < CUT_SHORT_SECONDS * windows.SAMPLE_RATE or start <= window.start:
                 continue
-            if level is None:
-                level = windows.speech_level(self.audio[window.start:window.end])
-            if windows.has_speech(self.audio[start:end], level):
+            if windows.has_speech(self.audio[start:end]):
                 self.cut_short += 1
                 return kept[:number + 1], start - window.start
         return kept, advance

@@ -86,14 +86,14 @@ def silero_spans(audio: np.ndarray, max_seconds: float = MAX_SECONDS) -> list[tu
     return [(s["start"], s["end"]) for s in get_speech_timestamps(np.asarray(audio, dtype=np.float32), options)]
 
 
-def has_speech(audio: np.ndarray, reference_db: float, min_seconds: float = 0.3, below: float = 20.0) -> bool:
-    """Whether `audio` holds at least `min_seconds` within `below` dB of `reference_db` (the
-    window's speech level): what tells a dropped sentence from a trailing pause or noise."""
-    level = levels(audio)
-    return float(np.count_nonzero(level > reference_db - below)) * _BLOCK >= min_seconds
+def has_speech(audio: np.ndarray, min_seconds: float = 0.25) -> bool:
+    """Whether Silero VAD hears at least `min_seconds` of speech in `audio`: what tells a dropped
+    sentence from a pause, breath or background noise, whatever its level (a quiet sentence after
+    a loud one sits barely above the loud one's background)."""
+    from faster_whisper.vad import VadOptions, get_speech_timestamps
 
-
-def speech_level(audio: np.ndarray) -> float:
-    """The level (dBFS) the loud tenth of the audio reaches: the window's speech level."""
-    level = levels(audio)
-    return float(np.percentile(level, 90)) if level.size else -100.0
+    if len(audio) < min_seconds * SAMPLE_RATE:
+        return False
+    options = VadOptions(min_speech_duration_ms=int(min_seconds * 1000), speech_pad_ms=0)
+    spans = get_speech_timestamps(np.ascontiguousarray(audio, dtype=np.float32), options)
+    return sum(span["end"] - span["start"] for span in spans) >= min_seconds * SAMPLE_RATE
