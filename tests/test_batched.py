@@ -13,7 +13,7 @@ from tests.scoring import score, words
 from transcription import engines, modelstore
 from transcription.audio import convert
 from transcription.engines import DecodeOptions, streams, windows
-from transcription.engines.ctranslate2 import Batched, device_plan
+from transcription.engines.ctranslate2 import device_plan
 
 SR = 16_000
 
