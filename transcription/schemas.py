@@ -51,7 +51,8 @@ class TranscribeOptions(Schema):
     remove_silence: bool = SILENCE.remove
     silence_threshold: float = _finite(SILENCE.threshold_db, ge=-120.0, le=0.0, description="dBFS.")
     silence_duration: float = _finite(SILENCE.min_duration, ge=0.0, le=3600.0, description="Seconds.")
-    beam_size: int | None = Field(None, ge=1, le=16, description="Default: 5 on ctranslate2, greedy on mlx.")
+    beam_size: int | None = Field(None, ge=1, le=16, description="Default: 5 on ctranslate2 (greedy when batched on a"
+                                    " CPU), greedy on mlx.")
     best_of: int | None = Field(None, ge=1, le=16)
     patience: float | None = _finite(None, gt=0.0, le=10.0)
     length_penalty: float | None = _finite(None, ge=0.0, le=10.0)

@@ -78,7 +78,8 @@ class OptionsForm(forms.Form):
     silence_duration = _number("silence_duration", _("Minimum silence duration (s)"),
                                _("Shorter silences are kept."), "0.1")
     beam_size = _number("beam_size", _("Beam size"),
-                        _("Empty: the engine's default (5 with CTranslate2; MLX decodes greedily)."),
+                        _("Empty: the engine's default (CTranslate2: 5, or greedy when batched on a CPU;"
+                          " MLX decodes greedily)."),
                         "1", integer=True, required=False)
     batch_size = _number("batch_size", _("Batch size"),
                          _("Windows of audio decoded together: faster on long files. 1 decodes them one after"
