@@ -13,7 +13,6 @@ from . import melspec, streams, windows
 from .cache import ModelCache
 from .base import DecodeOptions, EngineUnavailable, ProgressCallback, Segment, Transcript, Word
 
-
 # The progress callback of the job this thread decodes (worker threads share loaded models).
 _local = threading.local()
 
@@ -90,8 +89,8 @@ class CTranslate2Engine:
     def unsupported(self, options: DecodeOptions) -> list[str]:
         return []  # faster-whisper takes every option the service exposes
 
-    def _key(self, model_dir: Path) -> tuple[str, str, str, str]:
-        plan = _plan()
+    def _key(self, model_dir: Path, plan: DevicePlan | None = None) -> tuple[str, str, str, str]:
+        plan = plan or _plan()
         return (self.name, str(model_dir), plan.device, plan.compute_type)
 
     def __init__(self, cache: ModelCache | None = None) -> None:
@@ -115,18 +114,18 @@ class CTranslate2Engine:
     def transcribe(
         self, model_dir: Path, audio: np.ndarray, options: DecodeOptions, progress: ProgressCallback
     ) -> Transcript:
-        key = self._key(model_dir)
+        plan = _plan()
+        key = self._key(model_dir, plan)
         with self.cache.use(key, lambda: self._load(model_dir, key[2], key[3])) as model:
             audio = np.ascontiguousarray(audio, dtype=np.float32)
-            plan = _plan()
             batch_size = options.batch_size or plan.batch_size
             if batch_size > 1:
                 options = replace(options, batch_size=batch_size, beam_size=options.beam_size or plan.beam_size)
                 return Batched(model, audio, options, progress).run()
-            return self._transcribe(model, audio, options, progress)
+            return self.sequential(model, audio, options, progress)
 
-    def _transcribe(self, model, audio: np.ndarray, options: DecodeOptions,
-                    progress: ProgressCallback) -> Transcript:
+    @staticmethod
+    def sequential(model, audio: np.ndarray, options: DecodeOptions, progress: ProgressCallback) -> Transcript:
         """Sequential: faster-whisper's own loop, each window starting where the last one's
         output ended, the previous text as the prompt when condition_on_previous_text is set."""
         kwargs = dict(
@@ -154,7 +153,7 @@ class CTranslate2Engine:
         _local.progress = progress
         try:
             pieces, info = model.transcribe(audio, **kwargs)
-            segments = self.collect(pieces)
+            segments = CTranslate2Engine._collect(pieces)
         finally:
             _local.progress = None
         progress(1.0)
@@ -165,7 +164,7 @@ class CTranslate2Engine:
         )
 
     @staticmethod
-    def collect(pieces) -> list[Segment]:
+    def _collect(pieces) -> list[Segment]:
         segments = []
         for piece in pieces:
             words = None
@@ -232,8 +231,8 @@ class Batched(streams.StreamDecoder):
 
     def alone(self, window: windows.Window) -> list[Segment]:
         options = replace(self.options, language=self.language, batch_size=1, vad_filter=False)
-        part = CTranslate2Engine()._transcribe(self.model, self.audio[window.start:window.end], options,
-                                               lambda _fraction: None)
+        part = CTranslate2Engine.sequential(self.model, self.audio[window.start:window.end], options,
+                                            lambda _fraction: None)
         return [seg.shifted(window.start / windows.SAMPLE_RATE) for seg in part.segments]
 
     def _decoding_options(self):

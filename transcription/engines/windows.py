@@ -1,13 +1,15 @@
 """Windows for batched decoding: the audio cut at its longest pauses into streams decoded side by
 side, and the checks that decide whether a window's output was cut short.
 
-Engine-neutral and pure numpy (Silero VAD, when asked for, comes from faster-whisper's package:
+Engine-neutral numpy, with the pipeline's level meter (Silero VAD, when asked for, comes from faster-whisper's package:
 its ONNX model ships inside the wheel, nothing is downloaded)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
+
+from ..audio import block_levels
 
 SAMPLE_RATE = 16_000
 MAX_SECONDS = 30.0  # what Whisper's encoder reads at once
@@ -28,17 +30,6 @@ class Window:
         return (self.end - self.start) / SAMPLE_RATE
 
 
-def levels(audio: np.ndarray, block: float = _BLOCK) -> np.ndarray:
-    """RMS level (dBFS) of each `block`-second stretch."""
-    hop = max(1, int(block * SAMPLE_RATE))
-    frames = len(audio) // hop
-    if frames == 0:
-        return np.empty(0, dtype=np.float32)
-    blocks = np.asarray(audio[:frames * hop], dtype=np.float32).reshape(frames, hop)
-    rms = np.sqrt(np.mean(np.square(blocks, dtype=np.float64), axis=1))
-    return (20.0 * np.log10(np.maximum(rms, 1e-10))).astype(np.float32)
-
-
 def streams(audio: np.ndarray, count: int, search_seconds: float = 5.0, quiet_below: float = 25.0) -> list[Window]:
     """Cut the audio into up to `count` stretches of about equal length (none much shorter than a
     window), each cut in the middle of the longest pause within `search_seconds` of the equal
@@ -50,7 +41,7 @@ def streams(audio: np.ndarray, count: int, search_seconds: float = 5.0, quiet_be
     cuts = [0]
     for k in range(1, count):
         target = k * n // count
-        level = levels(audio[target - search:target + search])
+        level = block_levels(audio[target - search:target + search], hop)
         cut = target - search + _longest_pause(level, quiet_below) * hop if level.size else target
         if cut > cuts[-1]:
             cuts.append(cut)
