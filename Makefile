@@ -23,6 +23,7 @@ venv: $(STAMP)
 setup: venv
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py install_model base --if-missing
+	$(PY) manage.py install_diarization resemblyzer --if-missing
 
 run: setup
 	@$(PY) manage.py ensure_admin --url http://$(ADDR)/admin/

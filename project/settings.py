@@ -230,6 +230,11 @@ WHISPER_BATCH_SIZE = envint("WHISPER_BATCH_SIZE", 0, low=0, high=64)
 # The mlx engine decodes sequentially unless this is set: its batched decoding gives the same text
 # on MLX's CPU backend (tests/test_batched.py), but its speed on a Mac's GPU is not measured yet.
 WHISPER_MLX_BATCHED = envbool("WHISPER_MLX_BATCHED", False)
+# Who spoke when (diarize=true): auto uses pyannote's pipeline when it is installed and can run,
+# else the bundled offline Resemblyzer encoder (README: "Speakers").
+DIARIZATION_BACKEND = os.getenv("DIARIZATION_BACKEND", "auto").strip().lower()
+if DIARIZATION_BACKEND not in ("auto", "resemblyzer", "pyannote"):
+    raise ImproperlyConfigured(f"DIARIZATION_BACKEND must be auto, resemblyzer or pyannote, not {DIARIZATION_BACKEND!r}")
 # Crash recovery: a running job's worker beats every JOB_HEARTBEAT_SECONDS; a job silent for
 # JOB_STALE_SECONDS is requeued, up to JOB_MAX_ATTEMPTS starts, then failed with the reason.
 JOB_HEARTBEAT_SECONDS = envfloat("JOB_HEARTBEAT_SECONDS", 10, low=0.05)

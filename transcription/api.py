@@ -19,7 +19,7 @@ from pydantic import Field
 from . import formats, selectors, services
 from .auth import API_AUTH, JOB_THROTTLE
 from .models import Job
-from .schemas import (BatchAccepted, BatchOut, Error, JobAccepted, JobOut, ModelsOut,
+from .schemas import (BatchAccepted, BatchOut, Error, JobAccepted, JobOut, ModelsOut, SpeakerNamesIn,
                       TranscribeOptions, TranscribeResult)
 from .uploads import UploadRejected, discard_partial_uploads, stop_reading
 
@@ -181,7 +181,7 @@ def transcribe(request: HttpRequest, file: UploadedFile = File(...),
     if job.status == Job.Status.QUEUED and not services.workers_available():
         return Status(202, _accepted(request, job, detail=services.NO_WORKER))
     if job.status == Job.Status.DONE:
-        return Status(200, job.result)
+        return Status(200, job.named_result)
     if job.status == Job.Status.FAILED:
         return Status(job.failure_status, {"detail": job.error})
     if job.status == Job.Status.CANCELLED:
@@ -217,6 +217,12 @@ def job_status(request: HttpRequest, job_id: str):
 @api.post("/job/{job_id}/cancel", response={200: JobAccepted, **ERRORS}, summary="Cancel a queued or running job")
 def job_cancel(request: HttpRequest, job_id: str):
     return _accepted(request, services.cancel(selectors.job_or_404(job_id)))
+
+
+@api.put("/job/{job_id}/speakers", response={200: JobOut, **ERRORS},
+         summary="Name a finished job's speakers; its downloads and result file then use the names")
+def job_speakers(request: HttpRequest, job_id: str, body: SpeakerNamesIn):
+    return services.rename_speakers(selectors.job_or_404(job_id), body.names)
 
 
 class ResultQuery(Schema):

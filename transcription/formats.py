@@ -80,6 +80,9 @@ def _cue_words(segments: list[Mapping], options: SubtitleOptions) -> Iterator[li
         for chunk in range(0, len(words), per_line):
             for i, original in enumerate(words[chunk:chunk + per_line]):
                 word = dict(original)
+                if cue and word.get("speaker") != cue[-1].get("speaker"):  # a new voice: a new cue
+                    yield cue
+                    cue, line_len, line_count = [], 0, 1
                 long_pause = not preserve_segments and word["start"] - last > 3.0
                 has_room = line_len + len(word["word"]) <= max_width
                 segment_break = i == 0 and cue and preserve_segments
@@ -102,35 +105,63 @@ def _cue_words(segments: list[Mapping], options: SubtitleOptions) -> Iterator[li
         yield cue
 
 
+def _names(result: Mapping) -> dict[str, str]:
+    """Speaker label → the name shown (result.with_names has put the job's names in)."""
+    return {s["id"]: s.get("name") or s["id"] for s in result.get("speakers") or []}
+
+
+def _voice(names: dict[str, str], speaker: str | None, srt: bool) -> str:
+    """The cue's speaker: `Name: ` in SubRip, a WebVTT voice span `<v Name>` in WebVTT."""
+    if not speaker:
+        return ""
+    name = " ".join(names.get(speaker, speaker).split())
+    if srt:
+        return f"{name.replace('-->', '->')}: "
+    return f"<v {name.replace('&', '&amp;').replace('<', '&lt;').replace('>', '&gt;')}>"
+
+
 def _cues(result: Mapping, options: SubtitleOptions, srt: bool) -> Iterator[tuple[str, str, str]]:
     """(start, end, text) of each cue: from words when the segments carry them, else one cue
-    per segment."""
+    per segment; with speakers, each cue is one speaker's and says whose."""
     segments = list(result.get("segments") or [])
+    names = _names(result)
     if not any(seg.get("words") for seg in segments):
         for seg in segments:
             yield (_cue_time(seg["start"], srt), _cue_time(seg["end"], srt),
-                   seg["text"].strip().replace("-->", "->"))
+                   _voice(names, seg.get("speaker"), srt) + seg["text"].strip().replace("-->", "->"))
         return
     segments = [{**seg, "words": seg.get("words") or []} for seg in segments]
     for cue in _cue_words(segments, options):
         start, end = _cue_time(cue[0]["start"], srt), _cue_time(cue[-1]["end"], srt)
+        voice = _voice(names, cue[0].get("speaker"), srt)
         texts = [word["word"] for word in cue]
         if not options.highlight_words:
-            yield start, end, "".join(texts)
+            yield start, end, voice + "".join(texts)
             continue
         last = start
         for i, word in enumerate(cue):
             word_start, word_end = _cue_time(word["start"], srt), _cue_time(word["end"], srt)
             if last != word_start:
-                yield last, word_start, "".join(texts)
-            yield word_start, word_end, "".join(
+                yield last, word_start, voice + "".join(texts)
+            yield word_start, word_end, voice + "".join(
                 re.sub(r"^(\s*)(.*)$", r"\1<u>\2</u>", text) if j == i else text
                 for j, text in enumerate(texts))
             last = word_end
 
 
 def to_txt(result: Mapping, options: SubtitleOptions | None = None) -> str:
-    return (result.get("text") or "").strip() + "\n"
+    """The text; with speakers, one paragraph per turn: `Name: what they said`."""
+    segments = result.get("segments") or []
+    if not any(seg.get("speaker") for seg in segments):
+        return (result.get("text") or "").strip() + "\n"
+    names, turns = _names(result), []
+    for seg in segments:
+        text = seg["text"].strip()
+        if turns and turns[-1][0] == seg.get("speaker"):
+            turns[-1][1].append(text)
+        elif text:
+            turns.append((seg.get("speaker"), [text]))
+    return "\n\n".join(f"{names.get(who, who)}: {' '.join(t for t in texts if t)}" for who, texts in turns) + "\n"
 
 
 def to_srt(result: Mapping, options: SubtitleOptions | None = None) -> str:
@@ -144,10 +175,17 @@ def to_vtt(result: Mapping, options: SubtitleOptions | None = None) -> str:
 
 
 def to_tsv(result: Mapping, options: SubtitleOptions | None = None) -> str:
-    """start and end in whole milliseconds, then the text: Whisper's TSV."""
-    rows = [f"{round(1000 * seg['start'])}\t{round(1000 * seg['end'])}\t{seg['text'].strip().replace(chr(9), ' ')}"
-            for seg in result.get("segments") or []]
-    return "start\tend\ttext\n" + "".join(row + "\n" for row in rows)
+    """start and end in whole milliseconds, then the text: Whisper's TSV (with speakers, a fourth
+    column names them)."""
+    segments = result.get("segments") or []
+    names = _names(result) if any(seg.get("speaker") for seg in segments) else None
+    rows = []
+    for seg in segments:
+        row = f"{round(1000 * seg['start'])}\t{round(1000 * seg['end'])}\t{seg['text'].strip().replace(chr(9), ' ')}"
+        if names is not None:
+            row += "\t" + " ".join(names.get(seg.get("speaker"), seg.get("speaker") or "").split())
+        rows.append(row)
+    return ("start\tend\ttext" + ("\tspeaker" if names is not None else "") + "\n") + "".join(r + "\n" for r in rows)
 
 
 def to_json(result: Mapping, options: SubtitleOptions | None = None) -> str:

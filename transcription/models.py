@@ -152,6 +152,12 @@ class Job(models.Model):
 
     result = models.JSONField(_("result"), null=True, blank=True)
     result_text_path = models.CharField(_("result text path"), max_length=500, blank=True)
+    speaker_count = models.PositiveSmallIntegerField(
+        _("speakers"), null=True, blank=True, db_index=True,
+        help_text=_("With diarization: how many speakers the result has."))
+    speaker_names = models.JSONField(
+        _("speaker names"), default=dict, blank=True,
+        help_text=_("Names people gave the speakers, by label (SPEAKER_1: Anna); downloads use them."))
     error = models.TextField(_("error"), blank=True)
     worker = models.CharField(_("worker"), max_length=100, blank=True, help_text=_("host:pid running it."))
     heartbeat_at = models.DateTimeField(_("heartbeat at"), null=True, blank=True, db_index=True)
@@ -169,6 +175,13 @@ class Job(models.Model):
     @property
     def is_final(self) -> bool:
         return self.status in self.FINAL
+
+    @property
+    def named_result(self) -> dict | None:
+        """The result with the names people gave its speakers (what answers and downloads show)."""
+        from .result import with_names
+
+        return with_names(self.result, self.speaker_names) if self.result else self.result
 
     @cached_property
     def spec(self) -> JobSpec:
@@ -268,6 +281,7 @@ class Job(models.Model):
                 progress=100.0,
                 result=result,
                 result_text_path=text_path,
+                speaker_count=len(result["speakers"]) if result.get("speakers") is not None else None,
                 **timings,
             )
 

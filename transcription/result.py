@@ -12,6 +12,7 @@ class Word(BaseModel):
     end: float
     word: str
     probability: float | None = None
+    speaker: str | None = None  # with diarize: "SPEAKER_1", …
 
 
 class Segment(BaseModel):
@@ -24,6 +25,17 @@ class Segment(BaseModel):
     no_speech_prob: float | None = None
     compression_ratio: float | None = None
     temperature: float | None = None
+    speaker: str | None = None  # with diarize: the speaker of all its words
+
+
+class Speaker(BaseModel):
+    """One voice the diarization found: its label, the known speaker it matched (if any), and how
+    much it speaks. The name people give it later is kept on the job (Job.speaker_names)."""
+
+    id: str
+    name: str | None = None
+    seconds: float
+    words: int
 
 
 class StoredSegment(Segment):
@@ -54,3 +66,20 @@ class Result(BaseModel):
     silence_offset: float = 0.0
     options: dict[str, Any]
     timings: dict[str, float | None]
+    speakers: list[Speaker] | None = None  # with diarize, in order of first speech
+
+
+def speaker_names(result: dict, renamed: dict | None = None) -> dict[str, str]:
+    """Each speaker's label → the name shown to people: the job's renaming, else the known speaker
+    it matched, else the label itself."""
+    renamed = renamed or {}
+    return {s["id"]: renamed.get(s["id"]) or s.get("name") or s["id"] for s in result.get("speakers") or []}
+
+
+def with_names(result: dict, renamed: dict | None) -> dict:
+    """The stored result with the job's speaker names applied to its speakers list (what the
+    downloads and the API show); the stored result itself is never changed."""
+    if not result.get("speakers"):
+        return result
+    names = speaker_names(result, renamed)
+    return {**result, "speakers": [{**s, "name": names[s["id"]]} for s in result["speakers"]]}

@@ -18,6 +18,7 @@ from .spec import Silence
 # The defaults are the decoding's and the silence trimming's own: written once, there.
 DECODE, SILENCE = DecodeOptions(), Silence()
 DEFAULT_TEMPERATURE = ",".join(str(t) for t in DECODE.temperature)
+MAX_SPEAKERS = 20
 
 
 def _finite(default: Any, **limits: Any) -> Any:
@@ -76,6 +77,12 @@ class TranscribeOptions(Schema):
                              " (faster-whisper's bundled model); ctranslate2 only.")
     hotwords: str | None = Field(None, max_length=1000, description="Words or phrases to favour, e.g. names;"
                                  " ctranslate2 only.")
+    diarize: bool = Field(False, description="Who spoke when: every segment and word gets a speaker"
+                          " (needs word_timestamps). Offline by default (see GET /models: diarization).")
+    num_speakers: int | None = Field(None, ge=1, le=MAX_SPEAKERS, description="With diarize: exactly this many"
+                                     " speakers. Default: estimated.")
+    min_speakers: int | None = Field(None, ge=1, le=MAX_SPEAKERS, description="With diarize: at least this many.")
+    max_speakers: int | None = Field(None, ge=1, le=MAX_SPEAKERS, description="With diarize: at most this many.")
     wait: bool = Field(True, description="Answer with the result (true) or 202 with the job's URL (false).")
 
     @model_validator(mode="before")
@@ -178,7 +185,7 @@ class JobOut(Schema):
 
     @staticmethod
     def resolve_result(job) -> dict | None:
-        return job.result if job.status == "done" else None
+        return job.named_result if job.status == "done" else None
 
 
 class JobRef(Schema):
@@ -242,11 +249,25 @@ class ModelOut(Schema):
     offline_package: str | None
 
 
+class DiarizationOut(Schema):
+    name: str
+    label: str
+    installed: bool = Field(description="Whether it can run here.")
+    default: bool = Field(description="The one diarize=true uses (DIARIZATION_BACKEND).")
+    missing: str | None = Field(description="What to install when it cannot run.")
+
+
 class ModelsOut(Schema):
     default: str | None
     engine: str
     engines_available: list[str]
     models: list[ModelOut]
+    diarization: list[DiarizationOut]
+
+
+class SpeakerNamesIn(Schema):
+    names: dict[str, str] = Field(description="Speaker label → name, e.g. {\"SPEAKER_1\": \"Anna\"};"
+                                  " an empty name gives the label back.")
 
 
 class Error(Schema):

@@ -21,11 +21,34 @@ class Silence(BaseModel):
     min_duration: float = 0.5
 
 
+class KnownVoice(BaseModel):
+    """A named sample of one voice (OpenAI's known_speaker_references), stored under MEDIA_ROOT."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    file: str  # relative to MEDIA_ROOT
+
+
+class Speakers(BaseModel):
+    """Who spoke when: off unless asked; the backend is chosen at intake (speakers.default_backend)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    diarize: bool = False
+    backend: str | None = None
+    num_speakers: int | None = None
+    min_speakers: int | None = None
+    max_speakers: int | None = None
+    known: tuple[KnownVoice, ...] = ()
+
+
 class JobSpec(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     decode: DecodeOptions
     silence: Silence
+    speakers: Speakers = Speakers()  # jobs stored before diarization existed have none
 
     @classmethod
     def from_request(cls, options) -> "JobSpec":
@@ -54,6 +77,8 @@ class JobSpec(BaseModel):
             ),
             silence=Silence(remove=options.remove_silence, threshold_db=options.silence_threshold,
                             min_duration=options.silence_duration),
+            speakers=Speakers(diarize=options.diarize, num_speakers=options.num_speakers,
+                              min_speakers=options.min_speakers, max_speakers=options.max_speakers),
         )
 
     def request(self) -> dict:
@@ -83,6 +108,10 @@ class JobSpec(BaseModel):
             "batch_size": d.batch_size,
             "vad_filter": d.vad_filter,
             "hotwords": d.hotwords,
+            "diarize": self.speakers.diarize,
+            "num_speakers": self.speakers.num_speakers,
+            "min_speakers": self.speakers.min_speakers,
+            "max_speakers": self.speakers.max_speakers,
         }
 
 

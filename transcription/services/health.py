@@ -4,7 +4,7 @@ from __future__ import annotations
 from django.db import connection
 from django.utils import timezone
 
-from .. import audio, engines, modelstore
+from .. import audio, engines, modelstore, speakers
 from ..models import Job, Worker
 from .recovery import NO_WORKER
 
@@ -81,4 +81,5 @@ def models_listing() -> dict:
         "engine": engines.resolve_engine_name(),
         "engines_available": engines.available_engines(),
         "models": modelstore.describe(),
+        "diarization": speakers.describe(),
     }

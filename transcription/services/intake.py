@@ -43,7 +43,39 @@ def plan(options: TranscribeOptions) -> Plan:
     problems = engines.get_engine(engine_name).unsupported(spec.decode)
     if problems:
         raise ServiceError(422, "; ".join(problems), "engine")
+    if spec.speakers.diarize or _speaker_counts(options):
+        spec = spec.model_copy(update={"speakers": _speakers(options, spec)})
     return Plan(model=name, engine=engine_name, spec=spec)
+
+
+def _speaker_counts(options: TranscribeOptions) -> dict:
+    return {k: v for k in ("num_speakers", "min_speakers", "max_speakers")
+            if (v := getattr(options, k)) is not None}
+
+
+def _speakers(options: TranscribeOptions, spec: JobSpec):
+    """Check a request for speakers and choose the backend that will find them."""
+    from .. import speakers
+
+    counts = _speaker_counts(options)
+    if not options.diarize:
+        field = next(iter(counts))
+        raise ServiceError(422, f"{field} counts speakers: it needs diarize=true", field)
+    if not spec.decode.word_timestamps:
+        raise ServiceError(422, "diarize gives every word a speaker, so it needs word_timestamps=true",
+                           "word_timestamps")
+    if spec.decode.without_timestamps:
+        raise ServiceError(422, "diarize needs timestamps: it cannot be used with no_timestamps=true", "no_timestamps")
+    low, high, num = options.min_speakers, options.max_speakers, options.num_speakers
+    if low is not None and high is not None and low > high:
+        raise ServiceError(422, f"min_speakers ({low}) is more than max_speakers ({high})", "min_speakers")
+    if num is not None and ((low is not None and num < low) or (high is not None and num > high)):
+        raise ServiceError(422, f"num_speakers ({num}) is outside min_speakers..max_speakers", "num_speakers")
+    try:
+        backend = speakers.default_backend()
+    except speakers.DiarizationUnavailable as exc:
+        raise ServiceError(422, str(exc), "diarize") from None
+    return spec.speakers.model_copy(update={"backend": backend.name})
 
 
 def _model(requested: str | None) -> str:

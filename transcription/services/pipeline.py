@@ -143,10 +143,12 @@ def _transcribe(job: Job, work: Path) -> None:
     t1 = time.monotonic()
     transcript = _transcribe_pieces(job, samples, trim)
     inference = time.monotonic() - t1
-    del samples
 
     result = build_result(job, transcript, trim.offset, duration,
                           {"conversion_seconds": conversion, "inference_seconds": inference})
+    if job.spec.speakers.diarize:
+        result = _diarize(job, result, samples, trim, work)
+    del samples
     text_rel = _write_text(job, result)
     try:
         job.finish(formats.jsonable(result.model_dump(mode="json")),  # strict JSON: no NaN
@@ -194,6 +196,27 @@ def _transcribe_pieces(job: Job, samples, trim: audio.Trim) -> Transcript:
     return Transcript(language=language or "", language_probability=probability, segments=segments)
 
 
+def _diarize(job: Job, result: Result, samples, trim: audio.Trim, work: Path) -> Result:
+    """Who spoke when, onto the result's words and segments (speakers/assign.py)."""
+    from .. import speakers
+    from ..speakers import assign
+
+    if job.should_stop():
+        raise Cancelled()
+    wanted = job.spec.speakers
+    began = time.monotonic()
+    backend = speakers.get(wanted.backend or speakers.default_backend().name)
+    count = speakers.Count(wanted.num_speakers, wanted.min_speakers, wanted.max_speakers)
+    found = backend.diarize(samples[trim.start:trim.end], count)
+    known = [(voice.name, backend.embed_voice(audio.convert(media_file(voice.file), work / f"voice-{i}.f32")))
+             for i, voice in enumerate(wanted.known)]
+    segments, listed = assign.label(result.segments, found, trim.offset, assign.match(found.voices, known))
+    seconds = time.monotonic() - began
+    log.info("job=%s event=diarized backend=%s speakers=%d seconds=%.2f", job.id, backend.name, len(listed), seconds)
+    return result.model_copy(update={"segments": segments, "speakers": listed,
+                                     "timings": {**result.timings, "diarization_seconds": seconds}})
+
+
 def result_names(job: Job) -> tuple[str, str]:
     """(uploaded_file, result .txt) names, as the specification shapes them."""
     uploaded = Path(job.upload.stored_path).name
@@ -227,7 +250,7 @@ def _write_text(job: Job, result: Result) -> str:
     """The specification's result file (.txt); the result itself is kept in the job's row."""
     text_rel = f"results/{result_names(job)[1]}"
     mode = settings.FILE_UPLOAD_PERMISSIONS  # results are kept like uploads
-    formats.write_atomic(media_file(text_rel), formats.to_txt({"text": result.text}), mode)
+    formats.write_atomic(media_file(text_rel), formats.to_txt(result.model_dump(mode="json")), mode)
     return text_rel
 
 

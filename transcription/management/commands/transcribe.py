@@ -59,12 +59,17 @@ class Command(BaseCommand):
         decoding.add_argument("--vad-filter", action="store_true",
                               help="decode only the speech Silero VAD finds (ctranslate2)")
         decoding.add_argument("--hotwords", default=None, help="words or phrases to favour (ctranslate2)")
+        who = parser.add_argument_group("speakers")
+        who.add_argument("--diarize", action="store_true", help="who spoke when: each turn says whose it is")
+        who.add_argument("--num-speakers", type=_positive, default=None, help="exactly this many (default: estimated)")
+        who.add_argument("--min-speakers", type=_positive, default=None, help="at least this many")
+        who.add_argument("--max-speakers", type=_positive, default=None, help="at most this many")
         parser.add_argument("--queue", action="store_true",
                             help="hand the jobs to the Huey queue (a running consumer does the work)")
 
     def handle(self, files, model, engine, language, task, format, output_dir, no_word_timestamps,
                queue, max_line_width, max_line_count, max_words_per_line, highlight_words, batch_size,
-               vad_filter, hotwords, **_):
+               vad_filter, hotwords, diarize, num_speakers, min_speakers, max_speakers, **_):
         subtitles = formats.SubtitleOptions(max_line_width, max_line_count, highlight_words,
                                             max_words_per_line)
         wanted = [f.strip().lower() for f in format.split(",") if f.strip()]
@@ -75,7 +80,9 @@ class Command(BaseCommand):
         try:
             options = TranscribeOptions(model=model, engine=engine, language=language, task=task,
                                         word_timestamps=not no_word_timestamps, batch_size=batch_size,
-                                        vad_filter=vad_filter, hotwords=hotwords)
+                                        vad_filter=vad_filter, hotwords=hotwords, diarize=diarize,
+                                        num_speakers=num_speakers, min_speakers=min_speakers,
+                                        max_speakers=max_speakers)
         except pydantic.ValidationError as exc:
             raise CommandError("; ".join(f"{e['loc'][0]}: {e['msg']}" for e in exc.errors())) from None
         failures = 0

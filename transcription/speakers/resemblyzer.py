@@ -1,0 +1,162 @@
+"""The offline default: Silero VAD (faster-whisper's copy) finds speech, Resemblyzer's GE2E encoder
+(speakers/ge2e.py) embeds it every STEP_FRAMES in 1.6-s stretches, and SciPy's agglomerative
+clustering groups the stretches into voices, counting them when the count is not given.
+
+Nothing is downloaded: the encoder's weights come from the `resemblyzer` wheel on PyPI
+(`manage.py install_diarization resemblyzer`, run by `make setup`)."""
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import numpy as np
+from django.conf import settings
+
+from . import ge2e
+from .base import SAMPLE_RATE, Count, Diarization, DiarizationUnavailable, Turn
+
+STEP_FRAMES = 120  # a stretch every 1.2 s; each decides the 1.2 s around its middle
+# Average-linkage cosine distance at which two groups of stretches are different voices: chosen on
+# bench/diarization.py's recordings (README: "Speakers").
+THRESHOLD = 0.45
+MIN_SHARE = 0.04
+BATCH = 256  # stretches embedded together (about 40 MB of LSTM state and inputs)  # a cluster holding less of the speech than this is folded into its nearest voice
+
+
+def weights_path() -> Path:
+    return Path(settings.MODELS_DIR) / "speakers-resemblyzer" / "ge2e.npz"
+
+
+@functools.lru_cache(maxsize=2)
+def _encoder(path: str, mtime: float) -> ge2e.Encoder:
+    return ge2e.Encoder.load(Path(path))
+
+
+class Resemblyzer:
+    name = "resemblyzer"
+    label = "Resemblyzer GE2E + agglomerative clustering (offline, bundled)"
+
+    def installed(self) -> bool:
+        return weights_path().is_file()
+
+    def encoder(self) -> ge2e.Encoder:
+        path = weights_path()
+        if not path.is_file():
+            raise DiarizationUnavailable(
+                "the speaker encoder is not installed; run: python manage.py install_diarization resemblyzer")
+        return _encoder(str(path), path.stat().st_mtime)
+
+    def embed_voice(self, samples: np.ndarray) -> np.ndarray:
+        from ..engines.windows import silero_spans
+
+        return self.encoder().embed_voice(samples, silero_spans(samples))
+
+    def diarize(self, samples: np.ndarray, count: Count) -> Diarization:
+        from ..engines.windows import silero_spans
+
+        encoder = self.encoder()
+        spans = [(a // ge2e.HOP, b // ge2e.HOP) for a, b in silero_spans(samples)]
+        spans = [(a, b) for a, b in spans if b > a]
+        if not spans:
+            return Diarization(turns=[])
+        samples = ge2e.raise_volume(samples, [(a * ge2e.HOP, b * ge2e.HOP) for a, b in spans])
+        embeddings, owners, pending = [], [], []  # owners: per stretch, the frames [a, b) it decides
+        for a, b in spans:
+            starts, decides = _stretches(a, b)
+            first = max(0, starts[0])
+            last = max(starts) + ge2e.PARTIAL_FRAMES
+            mel = ge2e.power_mel(samples[first * ge2e.HOP:last * ge2e.HOP], encoder.filters)
+            pending.append(ge2e.stretches(mel, [s - first for s in starts]))
+            owners.extend(decides)
+            if sum(len(p) for p in pending) >= BATCH:  # many spans' stretches in one batch
+                embeddings.append(encoder.embed(np.concatenate(pending)))
+                pending = []
+        if pending:
+            embeddings.append(encoder.embed(np.concatenate(pending)))
+        vectors = np.concatenate(embeddings)
+        labels = cluster(vectors, count, [b - a for a, b in owners])
+        return _turns(owners, labels, vectors)
+
+
+def _stretches(a: int, b: int) -> tuple[list[int], list[tuple[int, int]]]:
+    """Where the stretches of speech [a, b) (in frames) begin, and the frames each decides: a
+    short span gets one stretch centred on it; a longer one, a stretch every STEP_FRAMES, each
+    deciding the STEP_FRAMES around its middle (the first and last reach the span's ends)."""
+    size = ge2e.PARTIAL_FRAMES
+    if b - a <= size:
+        return [max(0, (a + b - size) // 2)], [(a, b)]
+    starts = list(range(a, b - size + 1, STEP_FRAMES))
+    if starts[-1] + size < b:
+        starts.append(b - size)
+    middles = [s + size // 2 for s in starts]
+    edges = [a] + [(m1 + m2) // 2 for m1, m2 in zip(middles, middles[1:])] + [b]
+    return starts, list(zip(edges, edges[1:]))
+
+
+def cluster(vectors: np.ndarray, count: Count, weights: list[int]) -> np.ndarray:
+    """A voice (0, 1, …) per embedding: average-linkage agglomerative clustering on cosine
+    distance, cut at THRESHOLD (within the count's bounds) or at the given count; clusters under
+    MIN_SHARE of the speech folded into their nearest; then each embedding moved to its nearest
+    voice's mean once."""
+    from scipy.cluster.hierarchy import fcluster, linkage
+
+    n = len(vectors)
+    low, high = count.bounds(n)
+    if n == 1 or high <= 1:
+        return np.zeros(n, dtype=int)
+    tree = linkage(vectors, method="average", metric="cosine")
+    labels = fcluster(tree, THRESHOLD, criterion="distance") - 1
+    found = len(set(labels))
+    if not low <= found <= high:
+        labels = fcluster(tree, min(max(found, low), high), criterion="maxclust") - 1
+    weights_arr = np.asarray(weights, dtype=float)
+    if count.num is None:
+        labels = _fold_small(vectors, labels, weights_arr, low)
+    for _ in range(2):  # refine: each stretch to the nearest voice's mean
+        means = _means(vectors, labels)
+        keys = sorted(means)
+        nearest = np.argmax(vectors @ np.stack([means[k] for k in keys]).T, axis=1)
+        moved = np.asarray(keys)[nearest]
+        if len(set(moved)) < len(set(labels)) and len(set(moved)) < low:
+            break  # refinement would lose a voice the count asks for
+        labels = moved
+    return labels
+
+
+def _fold_small(vectors: np.ndarray, labels: np.ndarray, weights: np.ndarray, low: int) -> np.ndarray:
+    total = weights.sum()
+    while len(set(labels)) > max(1, low):
+        shares = {k: weights[labels == k].sum() / total for k in set(labels)}
+        smallest = min(shares, key=shares.get)
+        if shares[smallest] >= MIN_SHARE:
+            break
+        means = _means(vectors, labels)
+        others = [k for k in means if k != smallest]
+        target = max(others, key=lambda k: float(means[k] @ means[smallest]))
+        labels = np.where(labels == smallest, target, labels)
+    return labels
+
+
+def _means(vectors: np.ndarray, labels: np.ndarray) -> dict[int, np.ndarray]:
+    out = {}
+    for k in sorted(set(labels.tolist())):
+        mean = vectors[labels == k].mean(axis=0)
+        out[k] = mean / max(float(np.linalg.norm(mean)), 1e-8)
+    return out
+
+
+def _turns(owners: list[tuple[int, int]], labels: np.ndarray, vectors: np.ndarray) -> Diarization:
+    """Runs of one voice, numbered in order of first speech; touching runs of a voice join."""
+    order: dict[int, int] = {}
+    for k in labels.tolist():
+        order.setdefault(k, len(order))
+    turns: list[Turn] = []
+    for (a, b), k in zip(owners, labels.tolist()):
+        speaker = order[k]
+        start, end = a * ge2e.HOP / SAMPLE_RATE, b * ge2e.HOP / SAMPLE_RATE
+        if turns and turns[-1].speaker == speaker and start - turns[-1].end < 1e-6:
+            turns[-1] = Turn(turns[-1].start, end, speaker)
+        else:
+            turns.append(Turn(start, end, speaker))
+    voices = {order[k]: v for k, v in _means(vectors, labels).items()}
+    return Diarization(turns=turns, voices=voices)
