@@ -4,6 +4,8 @@ Requests become ordinary jobs through services; answers take OpenAI's shapes and
 """
 from __future__ import annotations
 
+import base64
+import binascii
 from typing import Literal
 
 from django.conf import settings
@@ -20,8 +22,10 @@ from .schemas import DEFAULT_TEMPERATURE, TranscribeOptions
 
 router = Router(tags=["OpenAI-compatible"])
 
-ResponseFormat = Literal["json", "text", "srt", "vtt", "verbose_json"]
+ResponseFormat = Literal["json", "text", "srt", "vtt", "verbose_json", "diarized_json"]
 OPENAI_ALIAS = "whisper-1"
+MAX_KNOWN = 4  # OpenAI's limit on known speakers
+MAX_VOICE_BYTES = 5 * 1024 * 1024
 
 
 class Extras(Schema):
@@ -31,6 +35,9 @@ class Extras(Schema):
     batch_size: int | None = TranscribeOptions.model_fields["batch_size"]
     vad_filter: bool = TranscribeOptions.model_fields["vad_filter"]
     hotwords: str | None = TranscribeOptions.model_fields["hotwords"]
+    num_speakers: int | None = TranscribeOptions.model_fields["num_speakers"]
+    min_speakers: int | None = TranscribeOptions.model_fields["min_speakers"]
+    max_speakers: int | None = TranscribeOptions.model_fields["max_speakers"]
 
 
 class TranscriptionForm(Extras):
@@ -44,6 +51,16 @@ class TranscriptionForm(Extras):
         None, alias="timestamp_granularities[]",
         description="verbose_json only: segment and/or word.",
     )
+    known_speaker_names: list[str] | None = Field(
+        None, alias="known_speaker_names[]", max_length=MAX_KNOWN,
+        description="diarized_json: names of up to 4 known speakers, each matching a sample in"
+        " known_speaker_references[].")
+    known_speaker_references: list[str] | None = Field(
+        None, alias="known_speaker_references[]", max_length=MAX_KNOWN,
+        description="diarized_json: a short sample (1-30 s) of each known speaker's voice, as a data URL"
+        " (data:audio/wav;base64,...).")
+    chunking_strategy: str | None = Field(None, description="Accepted for compatibility ('auto'); the"
+                                          " service always cuts at pauses.")
 
 
 class TranslationForm(Extras):
@@ -67,6 +84,12 @@ def _run(request: HttpRequest, file: UploadedFile, task: str, form, language: st
     if granularities and form.response_format != "verbose_json":
         raise services.ServiceError(
             400, "timestamp_granularities[] needs response_format=verbose_json", "timestamp_granularities[]")
+    diarize = form.response_format == "diarized_json"
+    if diarize and task == "translate":
+        raise services.ServiceError(400, "diarized_json is for transcriptions, not translations", "response_format")
+    voices = _known_voices(form) if task == "transcribe" else []
+    if voices and not diarize:
+        raise services.ServiceError(400, "known speakers need response_format=diarized_json", "response_format")
     if not services.workers_available():  # OpenAI's API has no "accepted, ask later": refuse first
         raise services.ServiceError(503, "No worker is running to transcribe the file; start one"
                                          " (python manage.py run_huey, or make run) and try again")
@@ -76,20 +99,70 @@ def _run(request: HttpRequest, file: UploadedFile, task: str, form, language: st
         model=_model_name(form.model),
         temperature=DEFAULT_TEMPERATURE if form.temperature == 0 else str(form.temperature),
         initial_prompt=form.prompt or None,
-        word_timestamps="word" in granularities,
+        word_timestamps="word" in granularities or diarize,
         batch_size=form.batch_size,
         vad_filter=form.vad_filter,
         hotwords=form.hotwords,
+        diarize=diarize,
+        num_speakers=form.num_speakers,
+        min_speakers=form.min_speakers,
+        max_speakers=form.max_speakers,
     )
-    job = services.wait_for(services.create_job(file, options), settings.TRANSCRIBE_WAIT_SECONDS)
+    job = services.wait_for(services.create_job(file, options, known_voices=voices), settings.TRANSCRIBE_WAIT_SECONDS)
     if job.status != Job.Status.DONE:
         message = job.error or f"job {job.id} did not finish (status {job.status})"
         raise services.ServiceError(job.failure_status if job.status == Job.Status.FAILED else 500, message)
     return _answer(job.result, form.response_format, task, granularities or ["segment"])
 
 
+def _known_voices(form) -> list[tuple[str, bytes]]:
+    """(name, audio bytes) of each known speaker, from the names and data URLs given."""
+    names = [n.strip() for n in form.known_speaker_names or []]
+    refs = form.known_speaker_references or []
+    if len(names) != len(refs):
+        raise services.ServiceError(400, f"give one known_speaker_references[] per known_speaker_names[]"
+                                         f" ({len(names)} names, {len(refs)} references)", "known_speaker_references[]")
+    if any(not n or len(n) > 100 for n in names) or len(set(names)) != len(names):
+        raise services.ServiceError(400, "known speaker names must be distinct, 1 to 100 characters",
+                                    "known_speaker_names[]")
+    voices = []
+    for name, ref in zip(names, refs):
+        head, _, data = ref.partition(",")
+        if not head.startswith("data:") or not head.endswith(";base64"):
+            raise services.ServiceError(400, f"known speaker {name!r}: the reference must be a data URL"
+                                             " (data:audio/wav;base64,...)", "known_speaker_references[]")
+        if len(data) > MAX_VOICE_BYTES * 4 // 3 + 4:
+            raise services.ServiceError(413, f"known speaker {name!r}: the sample is over"
+                                             f" {MAX_VOICE_BYTES // (1024 * 1024)} MB", "known_speaker_references[]")
+        try:
+            voices.append((name, base64.b64decode(data, validate=True)))
+        except (binascii.Error, ValueError):
+            raise services.ServiceError(400, f"known speaker {name!r}: the data URL is not valid base64",
+                                        "known_speaker_references[]") from None
+    return voices
+
+
+def _diarized(result: dict) -> dict:
+    """OpenAI's diarized_json: segments with speakers named by the known speakers they matched,
+    the others A, B, … in order of first speech."""
+    letters, labels = iter("ABCDEFGHIJKLMNOPQRSTUVWXYZ"), {}
+    for s in result.get("speakers") or []:
+        labels[s["id"]] = s.get("name") if s.get("name") and s["name"] != s["id"] else next(letters, s["id"])
+    return {
+        "task": "transcribe",
+        "duration": result["duration"],
+        "text": result["text"],
+        "segments": [{"type": "transcript.text.segment", "id": f"seg_{s['id']}", "start": s["start"],
+                      "end": s["end"], "text": s["text"], "speaker": labels.get(s.get("speaker"), "A")}
+                     for s in result["segments"]],
+        "usage": {"type": "duration", "seconds": result["duration"]},
+    }
+
+
 def _answer(result: dict, response_format: str, task: str, granularities: list[str]) -> HttpResponse:
     text_type = "text/plain; charset=utf-8"
+    if response_format == "diarized_json":
+        return JsonResponse(formats.jsonable(_diarized(result)))
     if response_format == "json":
         return JsonResponse({"text": result["text"]})
     if response_format == "text":

@@ -17,8 +17,9 @@ from .intake import cancel
 
 def _job_files(job: Job) -> list[Path]:
     text = media_file(job.result_text_path)
+    voices = [p for p in (media_file(v.file) for v in job.spec.speakers.known) if p]
     # Before the result was stored once (in the row), a .json copy was written beside the text.
-    return [text, text.with_suffix(".json")] if text else []
+    return ([text, text.with_suffix(".json")] if text else []) + voices
 
 
 def _unlink_after_commit(paths: list[Path]) -> None:

@@ -175,19 +175,62 @@ def _store(uploaded: UploadedFile, field: str = "file") -> _Stored:
     return _Stored(job_id, name, rel, target, probed, sha, getattr(uploaded, "content_type", "") or "")
 
 
-def create_job(uploaded: UploadedFile, options: TranscribeOptions, enqueue: bool = True) -> Job:
+def create_job(uploaded: UploadedFile, options: TranscribeOptions, enqueue: bool = True,
+               known_voices: list[tuple[str, bytes]] = ()) -> Job:
     """Validate the file and the options, store the upload, and queue a job for it.
 
-    With enqueue=False the job is only recorded: the caller runs it itself (run_job)."""
+    With enqueue=False the job is only recorded: the caller runs it itself (run_job).
+    `known_voices`: (name, audio bytes) samples that name the speakers they match (diarize)."""
     _check_file(uploaded)
     chosen = plan(options)
-    stored = _store(uploaded)
+    voices = _store_voices(known_voices) if known_voices else []
     try:
-        with transaction.atomic():
-            return _queue(stored.record(), chosen, stored.job_id, enqueue=enqueue)
+        if voices:
+            speakers = chosen.spec.speakers.model_copy(update={"known": tuple(voices)})
+            chosen = replace(chosen, spec=chosen.spec.model_copy(update={"speakers": speakers}))
+        stored = _store(uploaded)
+        try:
+            with transaction.atomic():
+                return _queue(stored.record(), chosen, stored.job_id, enqueue=enqueue)
+        except BaseException:
+            stored.path.unlink(missing_ok=True)
+            raise
     except BaseException:
-        stored.path.unlink(missing_ok=True)
+        for voice in voices:
+            media(voice.file).unlink(missing_ok=True)
         raise
+
+
+VOICE_SECONDS = (1.0, 30.0)  # a known voice's sample: long enough to embed, short enough to be one voice
+
+
+def _store_voices(samples: list[tuple[str, bytes]]) -> list:
+    """Each (name, audio) sample stored under MEDIA_ROOT/voices/ and checked to be audio of a
+    usable length; all or none are kept."""
+    from ..spec import KnownVoice
+
+    folder = media("voices")
+    folder.mkdir(parents=True, exist_ok=True)
+    kept: list[KnownVoice] = []
+    try:
+        for i, (name, data) in enumerate(samples):
+            rel = f"voices/{uuid.uuid4().hex}.audio"
+            media(rel).write_bytes(data)
+            kept.append(KnownVoice(name=name, file=rel))
+            field = "known_speaker_references[]"
+            try:
+                probed = audio.probe(media(rel))
+            except audio.AudioError as exc:
+                raise ServiceError(400, f"known speaker {name!r}: {exc}", field) from None
+            low, high = VOICE_SECONDS
+            if probed.duration is not None and not low <= probed.duration <= high:
+                raise ServiceError(400, f"known speaker {name!r}: the sample lasts {probed.duration:.1f} s;"
+                                        f" give {low:.0f} to {high:.0f} s of that voice alone", field)
+    except BaseException:
+        for voice in kept:
+            media(voice.file).unlink(missing_ok=True)
+        raise
+    return kept
 
 
 MAX_BATCH_FILES = 100
