@@ -336,3 +336,31 @@ def test_the_hub_install_says_when_the_hub_cannot_be_reached(tmp_path, monkeypat
     with override_settings(MODELS_DIR=tmp_path), pytest.raises(CommandError, match="cannot be reached"):
         call_command("install_diarization", "pyannote", "--token", "hf_x", stdout=io.StringIO())
     assert not any(tmp_path.iterdir())
+
+
+def test_a_long_recording_is_clustered_from_a_sample(recordings, monkeypatch):
+    """Over MAX_CLUSTERED stretches, a sample is clustered and the rest placed: same answer here."""
+    from transcription.speakers import resemblyzer
+
+    samples, truth, _ = recordings["en-4"]
+    monkeypatch.setattr(resemblyzer, "MAX_CLUSTERED", 12)
+    found = speakers.get("resemblyzer").diarize(samples, Count())
+    score = conversations.word_speaker_error(_chunks(truth, found), truth)
+    assert score["speakers_found"] == 4 and score["error"] <= 0.05
+
+
+@pytest.mark.integration
+@pytest.mark.django_db(transaction=True)
+def test_a_batch_diarizes_every_file(service, files):
+    with open(files["en-2"], "rb") as two, open(files["en-1"], "rb") as one:
+        resp = requests.post(f"{service}/transcribe/batch", files=[("files", ("two.wav", two)), ("files", ("one.wav", one))],
+                             data={"language": "en", "diarize": "true", "max_speakers": "3"}, timeout=60)
+    assert resp.status_code == 202, resp.text
+    jobs = {j["file"]: Job.objects.get(pk=j["job_id"]) for j in resp.json()["jobs"]}
+    from transcription.services import wait_for
+    counts = {name: wait_for(job, 300).speaker_count for name, job in jobs.items()}
+    assert counts == {"two.wav": 2, "one.wav": 1}
+    with open(files["en-2"], "rb") as two:
+        refused = requests.post(f"{service}/transcribe/batch", files=[("files", ("two.wav", two))],
+                                data={"diarize": "true", "num_speakers": "0"}, timeout=60)
+    assert refused.status_code == 422 and "num_speakers" in refused.text

@@ -20,6 +20,7 @@ STEP_FRAMES = 120  # a stretch every 1.2 s; each decides the 1.2 s around its mi
 # bench/diarization.py's recordings (README: "Speakers").
 THRESHOLD = 0.45
 MIN_SHARE = 0.04
+MAX_CLUSTERED = 3000  # more stretches (an hour of speech) are clustered from an even sample of them
 BATCH = 256  # stretches embedded together (about 40 MB of LSTM state and inputs)  # a cluster holding less of the speech than this is folded into its nearest voice
 
 
@@ -104,6 +105,12 @@ def cluster(vectors: np.ndarray, count: Count, weights: list[int]) -> np.ndarray
     low, high = count.bounds(n)
     if n == 1 or high <= 1:
         return np.zeros(n, dtype=int)
+    if n > MAX_CLUSTERED:  # the linkage's memory grows with n²: cluster a sample, place the rest
+        every = -(-n // MAX_CLUSTERED)
+        sample = cluster(vectors[::every], count, weights[::every])
+        means = _means(vectors[::every], sample)
+        keys = sorted(means)
+        return np.asarray(keys)[np.argmax(vectors @ np.stack([means[k] for k in keys]).T, axis=1)]
     tree = linkage(vectors, method="average", metric="cosine")
     labels = fcluster(tree, THRESHOLD, criterion="distance") - 1
     found = len(set(labels))
@@ -115,9 +122,8 @@ def cluster(vectors: np.ndarray, count: Count, weights: list[int]) -> np.ndarray
     for _ in range(2):  # refine: each stretch to the nearest voice's mean
         means = _means(vectors, labels)
         keys = sorted(means)
-        nearest = np.argmax(vectors @ np.stack([means[k] for k in keys]).T, axis=1)
-        moved = np.asarray(keys)[nearest]
-        if len(set(moved)) < len(set(labels)) and len(set(moved)) < low:
+        moved = np.asarray(keys)[np.argmax(vectors @ np.stack([means[k] for k in keys]).T, axis=1)]
+        if len(set(moved.tolist())) < low:
             break  # refinement would lose a voice the count asks for
         labels = moved
     return labels
