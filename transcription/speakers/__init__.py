@@ -47,7 +47,8 @@ def describe() -> list[dict]:
     for backend in BACKENDS.values():
         missing = getattr(backend, "missing", None)
         installed = backend.installed()
-        out.append({"name": backend.name, "label": backend.label, "installed": installed, "default": backend.name == chosen,
+        out.append({"name": backend.name, "label": backend.label, "installed": installed,
+                    "default": backend.name == chosen,
                     "missing": None if installed else (missing() if missing else
                                                        "run: python manage.py install_diarization resemblyzer")})
     return out

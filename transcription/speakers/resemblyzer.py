@@ -19,9 +19,9 @@ STEP_FRAMES = 120  # a stretch every 1.2 s; each decides the 1.2 s around its mi
 # Average-linkage cosine distance at which two groups of stretches are different voices: chosen on
 # bench/diarization.py's recordings (README: "Speakers").
 THRESHOLD = 0.45
-MIN_SHARE = 0.04
+MIN_SHARE = 0.04  # a cluster holding less of the speech than this is folded into its nearest voice
 MAX_CLUSTERED = 3000  # more stretches (an hour of speech) are clustered from an even sample of them
-BATCH = 256  # stretches embedded together (about 40 MB of LSTM state and inputs)  # a cluster holding less of the speech than this is folded into its nearest voice
+BATCH = 256  # stretches embedded together (about 40 MB of LSTM inputs and states)
 
 
 def weights_path() -> Path:

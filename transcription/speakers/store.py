@@ -10,37 +10,16 @@ from __future__ import annotations
 
 import importlib.util
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
-from django.conf import settings
 
+from .. import modelstore
 from . import ge2e, pyannote, resemblyzer
 
 
 class InstallError(Exception):
     pass
-
-
-def _staging(name: str) -> Path:
-    base = Path(settings.MODELS_DIR)
-    base.mkdir(parents=True, exist_ok=True)
-    root = Path(tempfile.mkdtemp(prefix=f".install-speakers-{name}-", dir=base))
-    root.chmod(0o755)
-    return root
-
-
-def _publish(staging: Path, target: Path) -> Path:
-    old = None
-    if target.exists():
-        old = target.with_name(target.name + ".old")
-        shutil.rmtree(old, ignore_errors=True)
-        target.rename(old)
-    staging.rename(target)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-    return target
 
 
 def bundled_checkpoint() -> Path:
@@ -64,10 +43,10 @@ def install_resemblyzer(checkpoint: Path | None = None) -> Path:
     except ge2e.WeightsError as exc:
         raise InstallError(str(exc)) from None
     target = resemblyzer.weights_path()
-    root = _staging("resemblyzer")
+    root = modelstore.staging_root("speakers-resemblyzer")
     try:
         np.savez(root / target.name, **kept)
-        return _publish(root, target.parent)
+        return modelstore.swap_into_place(root, target.parent)
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
@@ -76,7 +55,7 @@ def install_pyannote(source: Path | None = None, token: str | None = None, repo:
     """From a pipeline folder (config.yaml at its top), or from the hub with a token."""
     if source is None and not token:
         raise InstallError("give --from-dir DIR (a pyannote pipeline folder with config.yaml) or --token HF_TOKEN")
-    root = _staging("pyannote")
+    root = modelstore.staging_root("speakers-pyannote")
     try:
         if source is not None:
             source = Path(source)
@@ -85,7 +64,7 @@ def install_pyannote(source: Path | None = None, token: str | None = None, repo:
             shutil.copytree(source, root, dirs_exist_ok=True)
         else:
             _download(repo, token, root)
-        return _publish(root, pyannote.folder())
+        return modelstore.swap_into_place(root, pyannote.folder())
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
