@@ -1,11 +1,13 @@
 """Pages hold any content at any width: a 300-character file name on every page (upload, job,
-history, the admin's job list and job page), on a 1,280 px screen and a 390 px phone, in English
-and Russian: nothing scrolls sideways. Screenshots go to the test's folder for a person to look at."""
+history, the admin's job list and job page), and 100-character speaker names on a diarized job's
+page, on a 1,280 px screen and a 390 px phone, in English and Russian: nothing scrolls sideways.
+Screenshots go to the test's folder for a person to look at."""
 from __future__ import annotations
 
 import pytest
 
 from tests.browser import chromium, drop_files, pages, screenshot, sideways  # noqa: F401
+from tests.test_speaker_pages import diarized_job
 from tests.test_webui import JFK_RESULT, make_job
 
 LONG_NAME = ("interview_with_the_regional_planning_committee_" * 7)[:296] + ".mp3"  # no break opportunity
@@ -16,8 +18,21 @@ LOCALES = ("en-US", "ru-RU")
 @pytest.fixture
 def long_job(eval_dir):
     job = make_job(LONG_NAME, source=eval_dir / "jfk.flac", status="done", result=JFK_RESULT)
-    for i in range(3):
+    for i in range(2):
         make_job(f"meeting-{i}.mp3", status="failed" if i == 1 else "done", result=JFK_RESULT if i != 1 else None)
+    diarized_job("meeting-2.mp3")  # the history and the admin list show its speakers
+    return job
+
+
+# No break opportunity, then one with spaces: each speaker name as long as a name may be.
+LONG_SPEAKERS = {"SPEAKER_1": "Konstantinopolskaya" * 5 + "Pavlovna"[:5], "SPEAKER_2": ("Dr. Maria Ivanovna " * 6)[:100]}
+
+
+@pytest.fixture
+def long_speakers_job(eval_dir):
+    job = diarized_job(LONG_NAME, source=eval_dir / "jfk.flac")
+    job.speaker_names = LONG_SPEAKERS
+    job.save(update_fields=["speaker_names"])
     return job
 
 
@@ -56,6 +71,24 @@ def test_job_page_fits_a_long_file_name_and_its_options_at_every_width(pages, lo
         page.click("#retry-form details.advanced summary")
         screenshot(page, f"job-{view}.png", tmp_path)
         _fits(page, f"job page {view}")
+
+
+@pytest.mark.integration
+@pytest.mark.django_db(transaction=True)
+def test_diarized_job_page_fits_long_speaker_names_at_every_width(pages, long_speakers_job, admin_user, tmp_path):
+    assert all(len(name) == 100 for name in LONG_SPEAKERS.values())
+    for page, view in _each_view(pages, f"/jobs/{long_speakers_job.id}/"):
+        page.click("details.rename summary")
+        screenshot(page, f"job-speakers-{view}.png", tmp_path)
+        _fits(page, f"diarized job page {view}")
+        width = page.viewport_size["width"]
+        for tag in page.locator(".speaker-tag:not(.visually-hidden)").all():
+            box = tag.bounding_box()
+            assert box and 0 <= box["x"] and box["x"] + box["width"] <= width, view
+    for page, view in _each_view(pages, f"/admin/transcription/job/{long_speakers_job.pk}/change/",
+                                 admin_user):
+        screenshot(page, f"admin-job-speakers-{view}.png", tmp_path)
+        _fits(page, f"admin diarized job page {view}")
 
 
 @pytest.mark.integration

@@ -3,10 +3,12 @@ them — retry, cancel, delete together with their files. Actions call services;
 moves a job's state by itself."""
 from __future__ import annotations
 
+from typing import ClassVar
+
 from django.contrib import admin, messages
 from django.contrib.admin.actions import delete_selected
 from django.contrib.admin.utils import unquote
-from django.db.models import Count, Max, OuterRef, Subquery
+from django.db.models import Count, Max, OuterRef, Q, Subquery
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.formats import date_format, number_format
@@ -19,7 +21,6 @@ from webui.templatetags.webui import clock, filesize, secs
 
 from . import formats, selectors, services
 from .models import Job, Upload, Worker
-
 
 admin.site.site_header = _("Whisper transcription")
 admin.site.site_title = _("Whisper transcription admin")
@@ -62,7 +63,7 @@ class ReviewOnly:
     """Rows are made by uploads and jobs, never typed in: no add form, no save buttons."""
 
     class Media:
-        css = {"all": ("webui/admin.css",)}  # long file names wrap; narrow screens drop columns
+        css: ClassVar[dict] = {"all": ("webui/admin.css",)}  # long file names wrap; narrow screens drop columns
 
     def has_add_permission(self, request, obj=None):
         return False
@@ -110,6 +111,25 @@ class StatusFilter(admin.SimpleListFilter):
 
     def queryset(self, request, queryset):
         return queryset.filter(status=self.value()) if self.value() else queryset
+
+
+class SpeakerCountFilter(admin.SimpleListFilter):
+    """How many speakers a job's diarization found: none (not diarized, or nobody spoke), one, several."""
+
+    title = _("Speakers")
+    parameter_name = "speakers"
+
+    def lookups(self, request, model_admin):
+        return [("none", _("None (not diarized)")), ("one", _("One")), ("several", _("More than one"))]
+
+    def queryset(self, request, queryset):
+        if self.value() == "none":
+            return queryset.filter(Q(speaker_count__isnull=True) | Q(speaker_count=0))
+        if self.value() == "one":
+            return queryset.filter(speaker_count=1)
+        if self.value() == "several":
+            return queryset.filter(speaker_count__gt=1)
+        return queryset
 
 
 class JobColumns:
@@ -195,7 +215,7 @@ class JobAdmin(ReviewOnly, DeletesFiles, JobColumns, admin.ModelAdmin):
                     "created", "run_time")
     list_display_links = ("short_id",)
     list_filter = (StatusFilter, ("model", titled(_("Model"))), ("engine", titled(_("Engine"))),
-                   ("language", titled(_("Language"))), ("created_at", titled(_("Created"))))
+                   ("language", titled(_("Language"))), SpeakerCountFilter, ("created_at", titled(_("Created"))))
     date_hierarchy = "created_at"
     search_fields = ("id", "upload__original_name", "result__text")
     search_help_text = _("File name, job id, or words of the transcript.")
@@ -205,13 +225,14 @@ class JobAdmin(ReviewOnly, DeletesFiles, JobColumns, admin.ModelAdmin):
     fieldsets = (
         (None, {"fields": ("id", "upload_link", "status_display", "progress_display", "error_display",
                            "on_site")}),
-        (_("Result"), {"fields": ("audio", "result_files", "text", "segments_table")}),
+        (_("Result"), {"fields": ("audio", "result_files", "text", "speakers_table", "segments_table")}),
         (_("Run"), {"fields": ("model", "engine", "language_display", "duration", "silence_offset", "timings",
                                "created_at", "started_at", "finished_at", "attempts", "batch")}),
         (_("Options"), {"fields": ("options_table",)}),
     )
     readonly_fields = ("id", "upload_link", "status_display", "progress_display", "error_display",
-                       "on_site", "audio", "result_files", "text", "segments_table", "model", "engine",
+                       "on_site", "audio", "result_files", "text", "speakers_table", "segments_table", "model",
+                       "engine",
                        "language_display", "duration",
                        "silence_offset", "timings", "created_at", "started_at", "finished_at",
                        "attempts", "batch", "options_table")
@@ -276,15 +297,34 @@ class JobAdmin(ReviewOnly, DeletesFiles, JobColumns, admin.ModelAdmin):
             return "—"
         return format_html('<div style="white-space:pre-wrap;max-width:60em">{}</div>', job.result.get("text", ""))
 
+    @admin.display(description=_("Speakers"))
+    def speakers_table(self, job: Job):
+        rows = display.speakers(job)
+        if not rows:
+            return _("Not diarized.") if job.status == Job.Status.DONE else "—"
+        body = format_html_join("", '<tr data-speaker="{}"><td>{}</td><td class="extra">{}</td><td class="extra">{}</td>'
+                                '<td class="num">{}</td><td class="num">{} %</td><td class="num extra">{}</td></tr>',
+                                ((row.id, speaker_tag(row), row.id, row.given or "—", secs(row.seconds), row.share,
+                                  row.words) for row in rows))
+        return format_html(
+            '<table class="speakers"><thead><tr><th>{}</th><th class="extra">{}</th><th class="extra">{}</th>'
+            '<th class="num">{}</th><th class="num">{}</th><th class="num extra">{}</th></tr></thead><tbody>{}</tbody>'
+            '</table>'
+            '<p class="help"><a href="{}#speakers-card">{}</a></p>',
+            _("Shown as"), _("Label"), _("Name given"), _("Speaking time"), _("Share"), _("Words"), body,
+            job.get_absolute_url(), _("Rename the speakers on the job's page"))
+
     @admin.display(description=_("Segments"))
     def segments_table(self, job: Job):
         segments = (job.result or {}).get("segments") or []
         if not segments:
             return "—"
+        who = {row.id: row for row in display.speakers(job)}
         rows = format_html_join(
-            "", '<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class="extra">{}</td><td class="extra">{}</td>'
+            "", '<tr><td>{}</td><td>{}</td><td>{}</td><td>{}{}</td><td class="extra">{}</td><td class="extra">{}</td>'
             '<td class="extra">{}</td></tr>',
-            ((s.get("id", i), _decimal(s["start"], 2), _decimal(s["end"], 2), s.get("text", ""),
+            ((s.get("id", i), _decimal(s["start"], 2), _decimal(s["end"], 2),
+              speaker_tag(who[s["speaker"]]) if s.get("speaker") in who else "", s.get("text", ""),
               len(s.get("words") or []) or "—", _num(s.get("avg_logprob")), _num(s.get("no_speech_prob")))
              for i, s in enumerate(segments[:MAX_SEGMENT_ROWS])),
         )
@@ -347,6 +387,11 @@ class JobAdmin(ReviewOnly, DeletesFiles, JobColumns, admin.ModelAdmin):
             self.message_user(request, ngettext("%d job was already finished; left as it was.",
                                                 "%d jobs were already finished; left as they were.", skipped)
                               % skipped, messages.WARNING)
+
+
+def speaker_tag(row: display.SpeakerRow) -> str:
+    """A speaker's name on its colour (white text on each colour: readable in light and dark themes)."""
+    return format_html('<span class="speaker-tag" style="background:{}">{}</span> ', row.colour, row.name)
 
 
 def _num(value) -> str:

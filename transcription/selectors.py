@@ -39,16 +39,19 @@ def batch_or_404(batch_id: str | UUID) -> Batch:
         raise Http404(f"no batch with id {pk}") from None
 
 
-def jobs(status: str | None = None) -> QuerySet[Job]:
-    """Jobs newest first (without their results, which lists never show), optionally of one status."""
+def jobs(status: str | None = None, several_speakers: bool = False) -> QuerySet[Job]:
+    """Jobs newest first (without their results, which lists never show), optionally of one status,
+    optionally only those whose diarization found more than one speaker."""
     rows = Job.objects.select_related("upload").defer("result").order_by("-created_at", "-id")
     if status in Job.Status.values:
         rows = rows.filter(status=status)
+    if several_speakers:
+        rows = rows.filter(speaker_count__gt=1)
     return rows
 
 
-def history_page(number: int | str | None, status: str | None = None) -> Page:
-    return Paginator(jobs(status), HISTORY_PAGE_SIZE).get_page(number)
+def history_page(number: int | str | None, status: str | None = None, several_speakers: bool = False) -> Page:
+    return Paginator(jobs(status, several_speakers), HISTORY_PAGE_SIZE).get_page(number)
 
 
 def batch_jobs(batch: Batch) -> QuerySet[Job]:

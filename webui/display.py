@@ -1,5 +1,6 @@
-"""How a job's language and options read for people, on the job page and in the admin alike:
-labels from the options form, values in the page's language, nothing shown as `null`."""
+"""How a job's language, options and speakers read for people, on the job page and in the admin
+alike: labels from the options form, values in the page's language, nothing shown as `null`, each
+speaker under the name people gave it and in a colour of its own."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -11,6 +12,7 @@ from django.utils.translation import gettext_lazy, pgettext
 
 from transcription.languages import AUTO
 from transcription.models import Job
+from transcription.result import Speaker, speaker_names
 from transcription.schemas import parse_temperature
 
 from .forms import OptionsForm
@@ -28,7 +30,7 @@ OTHER_LABELS = {
 }
 # Left empty, these are the engine's to choose (README: "engine default").
 ENGINE_DEFAULTS = {"beam_size", "best_of", "patience", "length_penalty", "batch_size"}
-ORDER = (*OptionsForm.BASIC, *OptionsForm.ADVANCED, *OTHER_LABELS)
+ORDER = (*OptionsForm.BASIC, *OptionsForm.SPEAKERS, *OptionsForm.ADVANCED, *OTHER_LABELS)
 
 
 def language_summary(job: Job) -> str:
@@ -86,3 +88,44 @@ def option_value(name: str, value: Any) -> str:
 def list_of(numbers) -> str:
     """0.0, 0.2, 0.4 in English; 0,0; 0,2; 0,4 where the decimal mark is a comma."""
     return pgettext("between numbers in a list", ", ").join(localize(n) for n in numbers)
+
+
+# A colour per speaker, in the order they first speak (then again from the start): each carries
+# white text at 5.4:1 or more (WCAG AA) and keeps it on a light or a dark page alike.
+SPEAKER_COLOURS = ("#1d5fb4", "#a3136f", "#1e7a34", "#a14a00", "#6f42c1", "#0f6e74", "#b3261e", "#4d5a66")
+
+
+@dataclass(frozen=True)
+class SpeakerRow:
+    id: str  # the label: SPEAKER_1
+    name: str  # what people read: the name given, else the known voice it matched, else the label
+    given: str  # the name people gave it ("" when none)
+    default: str  # what it is called without one
+    seconds: float
+    words: int
+    share: int  # percent of all speaking time
+    colour: str
+
+
+def speakers(job: Job) -> list[SpeakerRow]:
+    """A finished, diarized job's speakers in the order they first speak; [] for any other job."""
+    if job.status != Job.Status.DONE or not job.result or not job.result.get("speakers"):
+        return []
+    found = [Speaker.model_validate(s) for s in job.result["speakers"]]
+    names = speaker_names(job.result, job.speaker_names)
+    total = sum(s.seconds for s in found) or 1.0
+    return [SpeakerRow(s.id, names[s.id], (job.speaker_names or {}).get(s.id, ""), s.name or s.id, s.seconds,
+                       s.words, round(100 * s.seconds / total), SPEAKER_COLOURS[i % len(SPEAKER_COLOURS)])
+            for i, s in enumerate(found)]
+
+
+def labelled_segments(segments: list[dict], rows: list[SpeakerRow]) -> list[dict]:
+    """The segments, each with `who` (its SpeakerRow, or None) and `turn` (true where a new speaker
+    starts, where the page shows the name)."""
+    by_id = {row.id: row for row in rows}
+    out, previous = [], None
+    for seg in segments:
+        who = by_id.get(seg.get("speaker"))
+        out.append({**seg, "who": who, "turn": who is not None and who is not previous})
+        previous = who
+    return out

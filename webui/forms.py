@@ -101,7 +101,19 @@ class OptionsForm(forms.Form):
         help_text=_("Names, terms or style to expect, e.g. “ComfyUI, Django, Huey”."),
     )
 
+    diarize = _flag("diarize", _("Tell the speakers apart"),
+                    _("Who spoke when: each turn of the transcript says whose it is, and you can name"
+                      " the speakers afterwards. Needs word timestamps; runs on this server."))
+    num_speakers = _number("num_speakers", _("Number of speakers"),
+                           _("If you know it. Empty: estimated from the recording."), "1", integer=True,
+                           required=False)
+    min_speakers = _number("min_speakers", _("At least (speakers)"), _("Empty: no lower limit."), "1",
+                           integer=True, required=False)
+    max_speakers = _number("max_speakers", _("At most (speakers)"), _("Empty: no upper limit."), "1",
+                           integer=True, required=False)
+
     BASIC = ("language", "task", "model")
+    SPEAKERS = ("diarize", "num_speakers", "min_speakers", "max_speakers")
     ADVANCED = ("engine", "word_timestamps", "condition_on_previous_text", "no_speech_threshold",
                 "hallucination_silence_threshold", "remove_silence", "silence_threshold",
                 "silence_duration", "beam_size", "batch_size", "vad_filter", "hotwords", "temperature",
@@ -133,7 +145,8 @@ class OptionsForm(forms.Form):
     @classmethod
     def initial_from_job(cls, job) -> dict[str, Any]:
         """The form's initial values: what the job was asked for, so a retry starts from there."""
-        initial = {name: job.options.get(name) for name in cls.ADVANCED + cls.BASIC if name in job.options}
+        initial = {name: job.options.get(name) for name in cls.BASIC + cls.SPEAKERS + cls.ADVANCED
+                   if name in job.options}
         initial["model"] = job.model
         initial["engine"] = job.engine
         return {k: v for k, v in initial.items() if v is not None}
@@ -143,6 +156,9 @@ class OptionsForm(forms.Form):
 
     def advanced_fields(self):
         return [self[name] for name in self.ADVANCED]
+
+    def speaker_count_fields(self):
+        return [self[name] for name in self.SPEAKERS[1:]]
 
     def clean(self):
         """Every check at once, so a person fixes everything in one go: the form's own, the schema's
@@ -179,10 +195,43 @@ class OptionsForm(forms.Form):
     def error_summary(self) -> list[tuple[str, str, str]]:
         """(field id or "", label or "", message) for every error, in the order of the fields."""
         rows = [("", "", message) for message in self.non_field_errors()]
-        for name in self.BASIC + self.ADVANCED:
+        for name in self.BASIC + self.SPEAKERS + self.ADVANCED:
             for message in self.errors.get(name, []):
                 rows.append((self[name].id_for_label, str(self.fields[name].label), message))
         return rows
 
     def advanced_errors(self) -> bool:
         return any(name in self.errors for name in self.ADVANCED)
+
+
+class SpeakerNamesForm(forms.Form):
+    """Names for a finished job's speakers, one box per speaker found (`display.speakers`): left
+    empty, a speaker goes back to its label (or the known voice it matched)."""
+
+    prefix = "speaker"
+
+    def __init__(self, speakers, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        for speaker in speakers:
+            self.fields[speaker.id] = forms.CharField(
+                label=speaker.id, required=False, max_length=services.MAX_SPEAKER_NAME, initial=speaker.given,
+                # a box that wraps: a long name is seen whole, at any width (Enter still saves: job.js)
+                widget=forms.Textarea(attrs={"class": "form-control speaker-name", "rows": 2,
+                                             "placeholder": speaker.default, "autocomplete": "off",
+                                             "aria-describedby": "rename-help"}))
+        self.colours = {speaker.id: speaker.colour for speaker in speakers}
+
+    def names(self) -> dict[str, str]:
+        """Label → name of the speakers sent, as `services.rename_speakers` takes them ("" gives the
+        label back); a speaker whose box was not sent keeps its name."""
+        return {label: self.cleaned_data[label] for label in self.fields if self.add_prefix(label) in self.data}
+
+    def rows(self):
+        """(bound field, colour) of each speaker, in the order they first speak."""
+        return [(self[label], self.colours[label]) for label in self.fields]
+
+    def error_summary(self) -> list[tuple[str, str, str]]:
+        rows = [("", "", message) for message in self.non_field_errors()]
+        for label in self.fields:
+            rows += [(self[label].id_for_label, label, message) for message in self.errors.get(label, [])]
+        return rows

@@ -2,9 +2,8 @@
 and this app's own names (translated in locale/) for the ones Django lacks."""
 from __future__ import annotations
 
-from django.utils.translation import get_language_info
+from django.utils.translation import get_language_info, gettext_noop
 from django.utils.translation import gettext as _
-from django.utils.translation import gettext_noop
 
 from transcription.languages import LANGUAGES
 

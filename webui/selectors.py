@@ -11,6 +11,7 @@ from transcription.languages import LANGUAGES
 
 from .languages import language_name
 
+
 @dataclass(frozen=True)
 class ModelChoice:
     name: str

@@ -11,4 +11,5 @@ urlpatterns = [
     path("jobs/<uuid:job_id>/audio", views.job_audio, name="audio"),
     path("jobs/<uuid:job_id>/cancel", views.job_cancel, name="cancel"),
     path("jobs/<uuid:job_id>/retry", views.job_retry, name="retry"),
+    path("jobs/<uuid:job_id>/speakers", views.job_speakers, name="speakers"),
 ]

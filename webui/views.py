@@ -5,6 +5,7 @@ itself sends files to the REST API (`POST /transcribe`), so the upload rules liv
 from __future__ import annotations
 
 import functools
+from urllib.parse import urlencode
 from uuid import UUID
 
 import pydantic
@@ -24,10 +25,9 @@ from transcription.models import Job
 from transcription.uploads import ALLOWED_EXTENSIONS
 
 from . import display
-from .forms import OptionsForm
+from .forms import OptionsForm, SpeakerNamesForm
 from .media import ranged_file_response
 from .templatetags.webui import filesize
-
 
 
 def private_when_tokens(view):
@@ -83,22 +83,31 @@ def index(request: HttpRequest) -> HttpResponse:
 @private_when_tokens
 def history(request: HttpRequest) -> HttpResponse:
     status = request.GET.get("status") or None
-    page = reads.history_page(request.GET.get("page"), status)
+    status = status if status in Job.Status.values else None
+    several = request.GET.get("speakers") == "several"
+    page = reads.history_page(request.GET.get("page"), status, several_speakers=several)
+    filters = {"status": status, "speakers": "several" if several else None}
     return render(request, "webui/jobs.html", {
-        "page": page, "status": status if status in Job.Status.values else None,
-        "statuses": Job.Status.choices,
+        "page": page, "status": status, "several_speakers": several, "statuses": Job.Status.choices,
+        "filters": urlencode({k: v for k, v in filters.items() if v}),
     })
 
 
-def _job_context(job: Job, form: OptionsForm | None = None) -> dict:
+def _job_context(job: Job, form: OptionsForm | None = None, names_form: SpeakerNamesForm | None = None) -> dict:
     result = job.result if job.status == Job.Status.DONE else None
+    speakers = display.speakers(job)
+    segments = (result or {}).get("segments") or []
     return {
         "job": job,
         "upload": job.upload,
         "result": result,
-        "segments": (result or {}).get("segments") or [],
-        "has_words": any(s.get("words") for s in (result or {}).get("segments") or []),
+        "segments": display.labelled_segments(segments, speakers),
+        "has_words": any(s.get("words") for s in segments),
         "has_text": bool(((result or {}).get("text") or "").strip()),
+        # with speakers, the text reads as the .txt download does: one "Name: …" paragraph a turn
+        "text": formats.to_txt(job.named_result).strip() if speakers else (result or {}).get("text"),
+        "speakers": speakers,
+        "names_form": names_form or SpeakerNamesForm(speakers),
         "duration": job.duration,
         "rtf": job.rtf,
         "language": display.language_summary(job),
@@ -145,6 +154,22 @@ def job_retry(request: HttpRequest, job_id: UUID) -> HttpResponse:
             messages.success(request, _("A new job was queued with these options."))
             return redirect("webui:job", job_id=new.id)
     return render(request, "webui/job.html", _job_context(job, form), status=422)
+
+
+@require_POST
+@private_when_tokens
+def job_speakers(request: HttpRequest, job_id: UUID) -> HttpResponse:
+    job = reads.job_or_404(job_id)
+    form = SpeakerNamesForm(display.speakers(job), request.POST)
+    if form.is_valid():
+        try:
+            services.rename_speakers(job, form.names())
+        except services.ServiceError as exc:
+            form.add_error(None, exc.message)
+            return render(request, "webui/job.html", _job_context(job, names_form=form), status=exc.status)
+        messages.success(request, _("The speakers' names were saved; the downloads use them too."))
+        return redirect("webui:job", job_id=job.id)
+    return render(request, "webui/job.html", _job_context(job, names_form=form), status=422)
 
 
 @require_safe

@@ -22,7 +22,7 @@ def result_file(job: Job, fmt: str, subtitles: formats.SubtitleOptions | None = 
     return chosen.write(job.named_result, subtitles), chosen.content_type, f"{stem}.{chosen.extension}"
 
 
-MAX_NAME = 100
+MAX_SPEAKER_NAME = 100
 
 
 def rename_speakers(job: Job, names: dict[str, str]) -> Job:
@@ -39,8 +39,8 @@ def rename_speakers(job: Job, names: dict[str, str]) -> Job:
     renamed = dict(job.speaker_names or {})
     for label, name in names.items():
         name = " ".join(str(name).split())
-        if len(name) > MAX_NAME:
-            raise ServiceError(422, f"a speaker's name has at most {MAX_NAME} characters", "names")
+        if len(name) > MAX_SPEAKER_NAME:
+            raise ServiceError(422, f"a speaker's name has at most {MAX_SPEAKER_NAME} characters", "names")
         if name and name != label:
             renamed[label] = name
         else:

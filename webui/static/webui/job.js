@@ -108,6 +108,17 @@
     for (const type of ["timeupdate", "seeked", "pause", "ended"]) player.addEventListener(type, highlight);
   }
 
+  /* --- speaker names: one line each, so Enter saves them (the boxes wrap long names) ------- */
+  const rename = document.getElementById("rename-form");
+  if (rename) {
+    rename.addEventListener("keydown", (e) => {
+      if (e.key === "Enter" && e.target.tagName === "TEXTAREA" && !e.isComposing) {
+        e.preventDefault();
+        rename.requestSubmit();
+      }
+    });
+  }
+
   /* --- copy the text ----------------------------------------------------------------------- */
   const copy = document.getElementById("copy-text");
   if (copy) {

@@ -55,6 +55,46 @@
     return false;
   }
 
+  /* A refusal that names options (a 422 from the API) is shown at each of those fields as well, as
+     the server-rendered forms show theirs; cleared when files are added again. */
+  function showFieldErrors(body) {
+    const problems = Array.isArray(body.errors) && body.errors.length ? body.errors
+      : body.field ? [{ field: body.field, message: body.detail }] : [];
+    for (const { field, message } of problems) {
+      const el = form.elements.namedItem(field);
+      const box = el && el.closest ? el.closest(".form-field, .form-check") : null;
+      if (!box) continue;
+      let list = box.querySelector(".errorlist.from-server");
+      if (!list) {
+        list = document.createElement("ul");
+        list.className = "errorlist from-server";
+        list.id = el.id + "_server_error";
+        box.appendChild(list);
+        el.setAttribute("aria-describedby", ((el.getAttribute("aria-describedby") || "") + " " + list.id).trim());
+      }
+      if ([...list.children].some((li) => li.textContent === message)) continue;
+      const item = document.createElement("li");
+      item.textContent = message;
+      list.appendChild(item);
+      el.setAttribute("aria-invalid", "true");
+      const details = box.closest("details");
+      if (details) details.open = true;
+    }
+  }
+
+  function clearFieldErrors() {
+    for (const list of form.querySelectorAll(".errorlist.from-server")) {
+      const el = document.getElementById(list.id.replace(/_server_error$/, ""));
+      if (el) {
+        el.removeAttribute("aria-invalid");
+        const rest = (el.getAttribute("aria-describedby") || "").split(" ").filter((id) => id && id !== list.id);
+        if (rest.length) el.setAttribute("aria-describedby", rest.join(" "));
+        else el.removeAttribute("aria-describedby");
+      }
+      list.remove();
+    }
+  }
+
   class Row {
     constructor(file) {
       this.file = file;
@@ -141,6 +181,7 @@
         return;
       }
       this.cancelButton.hidden = true;
+      if (xhr.status === 422) showFieldErrors(body);
       this.reject(body.detail ? String(body.detail) : t("server_error", { status: xhr.status }));
     }
 
@@ -200,6 +241,7 @@
 
   function add(files) {
     pickerErrors.textContent = "";
+    clearFieldErrors();
     if (!files.length) return;
     if (!optionsValid()) return;
     if (!form.elements.model.value) { pickerErrors.textContent = t("no_model"); return; }
