@@ -10,6 +10,10 @@ worker, POST /transcribe with diarize=true, the given model on ctranslate2). The
 is the share of words whose speaker, after the best one-to-one mapping of found labels onto true
 ones, is wrong; a word's true speaker is the turn holding its middle.
 
+Each recording is also run as if all its voices shared one channel (tests/conversations.py:
+one_channel: the same telephone band, level and noise at 30 or 20 dB under the speech), since
+clips from different sources differ in microphone and room, which helps.
+
 The added time: the long rotation transcribed with and without diarize, rounds interleaved (the
 order alternates), wall time of the request each; the median of each, and their ratio.
 """
@@ -64,23 +68,29 @@ def main() -> None:
         recordings = conversations.recordings()
         rotation = conversations.rotation(args.minutes)
         recordings[f"en-5 ({args.minutes:g} min)"] = (*rotation, "en")
-        files = {name: conversations.write(samples, work / f"{i}.wav")
-                 for i, (name, (samples, _, _)) in enumerate(recordings.items())}
+        conditions = [("as recorded", None), ("one channel, 30 dB", 30.0), ("one channel, 20 dB", 20.0)]
+        cases = []  # (recording, condition, file, truth, language)
+        for i, (name, (samples, truth, language)) in enumerate(recordings.items()):
+            for j, (condition, snr) in enumerate(conditions):
+                if snr is not None and name.startswith("en-5") and snr < 30:
+                    continue  # the long one: as recorded and at 30 dB only
+                mixed = samples if snr is None else conversations.one_channel(samples, truth, snr)
+                cases.append((name, condition, conversations.write(mixed, work / f"{i}-{j}.wav"), truth, language))
         paths = Paths(args, work)
         paths.start_service()
         try:
             print(f"model {args.model}, ctranslate2, {os.cpu_count()} cores\n")
-            print("| recording | turns | speakers (found) | words | word speaker error |")
-            print("|---|---|---|---|---|")
-            for name, (_, truth, language) in recordings.items():
-                _, result = post(paths.base, files[name], language, args.model, True)
+            print("| recording | condition | turns | speakers (found) | words | word speaker error |")
+            print("|---|---|---|---|---|---|")
+            for name, condition, path, truth, language in cases:
+                _, result = post(paths.base, path, language, args.model, True)
                 score = scored(result, truth)
                 lengths = [t.end - t.start for t in truth]
-                print(f"| {name} | {len(truth)} of {min(lengths):.1f}-{max(lengths):.1f} s | "
+                print(f"| {name} | {condition} | {len(truth)} of {min(lengths):.1f}-{max(lengths):.1f} s | "
                       f"{score['speakers_true']} ({score['speakers_found']}) | {score['words']} | "
                       f"{100 * score['error']:.1f} % |", flush=True)
 
-            long_file = files[f"en-5 ({args.minutes:g} min)"]
+            long_file = next(c[2] for c in cases if c[0].startswith("en-5") and c[1] == "as recorded")
             plain, diarized, inside = [], [], []
             for r in range(args.rounds):
                 for diarize in ((False, True) if r % 2 == 0 else (True, False)):

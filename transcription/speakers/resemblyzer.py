@@ -1,6 +1,6 @@
 """The offline default: Silero VAD (faster-whisper's copy) finds speech, Resemblyzer's GE2E encoder
-(speakers/ge2e.py) embeds it every STEP_FRAMES in 1.6-s stretches, and SciPy's agglomerative
-clustering groups the stretches into voices, counting them when the count is not given.
+(speakers/ge2e.py) embeds it every STEP_FRAMES in 1.6-s stretches, and spectral clustering groups
+the stretches into voices, counting them when the count is not given.
 
 Nothing is downloaded: the encoder's weights come from the `resemblyzer` wheel on PyPI
 (`manage.py install_diarization resemblyzer`, run by `make setup`)."""
@@ -16,11 +16,12 @@ from . import ge2e
 from .base import SAMPLE_RATE, Count, Diarization, DiarizationUnavailable, Turn
 
 STEP_FRAMES = 120  # a stretch every 1.2 s; each decides the 1.2 s around its middle
-# Average-linkage cosine distance at which two groups of stretches are different voices: chosen on
+# One voice when every pair of neighbouring stretches is at least this alike (cosine): chosen on
 # bench/diarization.py's recordings (README: "Speakers").
-THRESHOLD = 0.45
-MIN_SHARE = 0.04  # a cluster holding less of the speech than this is folded into its nearest voice
-MAX_CLUSTERED = 3000  # more stretches (an hour of speech) are clustered from an even sample of them
+SAME_VOICE = 0.85
+DISTINCT = 0.45  # average-linkage cosine distance between two voices (_linkage_count)
+MIN_SHARE = 0.04  # a linkage cluster with less of the stretches than this is not counted as a voice
+MAX_CLUSTERED = 1500  # more stretches (30 min of speech) are clustered from an even sample of them
 BATCH = 256  # stretches embedded together (about 40 MB of LSTM inputs and states)
 
 
@@ -95,52 +96,72 @@ def _stretches(a: int, b: int) -> tuple[list[int], list[tuple[int, int]]]:
 
 
 def cluster(vectors: np.ndarray, count: Count, weights: list[int]) -> np.ndarray:
-    """A voice (0, 1, …) per embedding: average-linkage agglomerative clustering on cosine
-    distance, cut at THRESHOLD (within the count's bounds) or at the given count; clusters under
-    MIN_SHARE of the speech folded into their nearest; then each embedding moved to its nearest
-    voice's mean once."""
-    from scipy.cluster.hierarchy import fcluster, linkage
-
+    """A voice (0, 1, …) per embedding: spectral clustering (Google's `spectralcluster`, the method
+    of "Speaker Diarization with LSTM", Wang et al. 2018, built for these GE2E embeddings), the count
+    from the eigengap within the count's bounds, or exactly the given count; then each embedding is
+    moved to its nearest voice's mean once."""
     n = len(vectors)
     low, high = count.bounds(n)
     if n == 1 or high <= 1:
         return np.zeros(n, dtype=int)
-    if n > MAX_CLUSTERED:  # the linkage's memory grows with n²: cluster a sample, place the rest
+    if n > MAX_CLUSTERED:  # the affinity matrix grows with n²: cluster a sample, place the rest
         every = -(-n // MAX_CLUSTERED)
         sample = cluster(vectors[::every], count, weights[::every])
-        means = _means(vectors[::every], sample)
-        keys = sorted(means)
-        return np.asarray(keys)[np.argmax(vectors @ np.stack([means[k] for k in keys]).T, axis=1)]
+        return _nearest(vectors, _means(vectors[::every], sample))
+    labels = np.asarray(_spectral(low, high).predict(vectors))
+    if count.num is None:  # each count is an underestimate in its own conditions: take the larger
+        found = len(set(labels.tolist()))
+        linked = _linkage(vectors, low, high)
+        if len(set(linked.tolist())) > found:
+            labels = linked
+    moved = _nearest(vectors, _means(vectors, labels))
+    return moved if len(set(moved.tolist())) >= low else labels
+
+
+def _linkage(vectors: np.ndarray, low: int, high: int) -> np.ndarray:
+    """Average-linkage clustering cut at cosine distance DISTINCT (within [low, high]), clusters with
+    under MIN_SHARE of the stretches folded into their nearest: right on recordings whose voices each
+    come with their own microphone and room, where the eigengap can miss a voice heard only in
+    short turns; too few voices when all share one channel and its noise."""
+    from scipy.cluster.hierarchy import fcluster, linkage
+
     tree = linkage(vectors, method="average", metric="cosine")
-    labels = fcluster(tree, THRESHOLD, criterion="distance") - 1
-    found = len(set(labels))
-    if not low <= found <= high:
-        labels = fcluster(tree, min(max(found, low), high), criterion="maxclust") - 1
-    weights_arr = np.asarray(weights, dtype=float)
-    if count.num is None:
-        labels = _fold_small(vectors, labels, weights_arr, low)
-    for _ in range(2):  # refine: each stretch to the nearest voice's mean
-        means = _means(vectors, labels)
-        keys = sorted(means)
-        moved = np.asarray(keys)[np.argmax(vectors @ np.stack([means[k] for k in keys]).T, axis=1)]
-        if len(set(moved.tolist())) < low:
-            break  # refinement would lose a voice the count asks for
-        labels = moved
-    return labels
-
-
-def _fold_small(vectors: np.ndarray, labels: np.ndarray, weights: np.ndarray, low: int) -> np.ndarray:
-    total = weights.sum()
-    while len(set(labels)) > max(1, low):
-        shares = {k: weights[labels == k].sum() / total for k in set(labels)}
-        smallest = min(shares, key=shares.get)
-        if shares[smallest] >= MIN_SHARE:
+    labels = fcluster(tree, DISTINCT, criterion="distance")
+    if not low <= len(set(labels)) <= high:
+        labels = fcluster(tree, min(max(len(set(labels)), low), high), criterion="maxclust")
+    while len(set(labels.tolist())) > max(1, low):
+        sizes = {k: int((labels == k).sum()) for k in set(labels.tolist())}
+        smallest = min(sizes, key=sizes.get)
+        if sizes[smallest] >= MIN_SHARE * len(labels):
             break
         means = _means(vectors, labels)
-        others = [k for k in means if k != smallest]
-        target = max(others, key=lambda k: float(means[k] @ means[smallest]))
-        labels = np.where(labels == smallest, target, labels)
+        others = {k: v for k, v in means.items() if k != smallest}
+        labels = np.where(labels == smallest, _nearest(means[smallest][None], others)[0], labels)
     return labels
+
+
+def _nearest(vectors: np.ndarray, means: dict[int, np.ndarray]) -> np.ndarray:
+    keys = sorted(means)
+    return np.asarray(keys)[np.argmax(vectors @ np.stack([means[k] for k in keys]).T, axis=1)]
+
+
+def _spectral(low: int, high: int):
+    """The library's TurnToDiarize refinement (percentile thresholding, binarised, auto-tuned)
+    with its single-speaker check: one voice when neighbouring stretches are all alike."""
+    from spectralcluster import configs, fallback_clusterer
+
+    refinement = configs.RefinementOptions(
+        thresholding_soft_multiplier=0.01, thresholding_type=configs.ThresholdType.Percentile,
+        thresholding_with_binarization=True, thresholding_preserve_diagonal=True,
+        symmetrize_type=configs.SymmetrizeType.Average,
+        refinement_sequence=configs.TURNTODIARIZE_REFINEMENT_SEQUENCE)
+    autotune = configs.AutoTune(p_percentile_min=0.40, p_percentile_max=0.95, init_search_step=0.05, search_level=1)
+    fallback = fallback_clusterer.FallbackOptions(
+        spectral_min_embeddings=3, single_cluster_condition=fallback_clusterer.SingleClusterCondition.NeighborAffinity,
+        single_cluster_affinity_threshold=SAME_VOICE)
+    return configs.SpectralClusterer(
+        min_clusters=low, max_clusters=high, refinement_options=refinement, autotune=autotune,
+        fallback_options=fallback, laplacian_type=configs.LaplacianType.GraphCut, row_wise_renorm=True)
 
 
 def _means(vectors: np.ndarray, labels: np.ndarray) -> dict[int, np.ndarray]:
