@@ -687,9 +687,9 @@ def test_malformed_multipart_gets_a_json_4xx(hostile, case):
 
 
 def test_form_field_over_the_memory_limit_is_a_413(hostile, clips):
-    """A 2 MB text field is over DATA_UPLOAD_MAX_MEMORY_SIZE (1 MB): RequestDataTooBig."""
+    """A 5 MB text field is over DATA_UPLOAD_MAX_MEMORY_SIZE (4 MB): RequestDataTooBig."""
     with open(clips["tone"], "rb") as fh:
-        resp = post(hostile, {"file": ("a.wav", fh)}, {**FAST, "initial_prompt": "x" * (2 * 1024 * 1024)})
+        resp = post(hostile, {"file": ("a.wav", fh)}, {**FAST, "initial_prompt": "x" * (5 * 1024 * 1024)})
     assert_json_error(resp, 413)
 
 
@@ -718,7 +718,7 @@ def test_batch_of_more_files_than_django_accepts_is_a_4xx_naming_the_limit(hosti
 
 def test_openai_route_answers_huge_fields_in_its_own_error_shape(hostile, clips):
     with open(clips["tone"], "rb") as fh:
-        resp = post(hostile, {"file": ("a.wav", fh)}, {"prompt": "x" * (2 * 1024 * 1024)},
+        resp = post(hostile, {"file": ("a.wav", fh)}, {"prompt": "x" * (5 * 1024 * 1024)},
                     path="/v1/audio/transcriptions")
     body = assert_json_error(resp, 413)
     assert body["error"]["type"] == "invalid_request_error"

@@ -160,14 +160,14 @@ DIARIZED = {
 def test_every_format_says_who_speaks_with_the_names_given():
     named = with_names(DIARIZED, {"SPEAKER_2": "Boris <the> & Co"})
     assert formats.to_txt(named) == "SPEAKER_1: Hello there.\n\nBoris <the> & Co: Hi back.\n"
-    assert "00:00:01,400 --> 00:00:02,400\nBoris <the> & Co: Hi back." in formats.to_srt(named)
     vtt = formats.to_vtt(named)
     assert "<v SPEAKER_1>Hello there." in vtt and "<v Boris &lt;the&gt; &amp; Co>Hi back." in vtt
+    assert "Boris ‹the› & Co: Hi back." in formats.to_srt(named)  # no tag for a SubRip player
     assert formats.to_tsv(named).splitlines()[0] == "start\tend\ttext\tspeaker"
     assert formats.to_tsv(named).splitlines()[2] == "1400\t2400\tHi back.\tBoris <the> & Co"
     # Cues filled up to a width still end where the speaker changes.
     cues = formats.to_srt(named, formats.SubtitleOptions(max_line_width=80, max_line_count=2))
-    assert "SPEAKER_1: Hello there.\n\n" in cues and "Boris <the> & Co: Hi back." in cues
+    assert "SPEAKER_1: Hello there.\n\n" in cues and "Boris ‹the› & Co: Hi back." in cues
     # Without speakers, nothing changes.
     plain = {**DIARIZED, "speakers": None, "segments": [
         {k: v for k, v in s.items() if k != "speaker"} for s in DIARIZED["segments"]]}
@@ -191,7 +191,8 @@ def test_speaker_model_rounds_and_validates():
     ({"diarize": "true", "word_timestamps": "false"}, "word_timestamps", "needs word_timestamps"),
     ({"diarize": "true", "no_timestamps": "true"}, "no_timestamps", "needs timestamps"),
     ({"diarize": "true", "min_speakers": "4", "max_speakers": "2"}, "min_speakers", "more than max_speakers"),
-    ({"diarize": "true", "num_speakers": "5", "max_speakers": "3"}, "num_speakers", "outside"),
+    ({"diarize": "true", "num_speakers": "5", "max_speakers": "3"}, "num_speakers", "more than max_speakers (3)"),
+    ({"diarize": "true", "num_speakers": "2", "min_speakers": "3"}, "num_speakers", "less than min_speakers (3)"),
     ({"num_speakers": "2"}, "num_speakers", "needs diarize=true"),
 ])
 def test_bad_speaker_options_are_refused_before_anything_is_stored(client, clips, fields, field, words):
@@ -285,6 +286,11 @@ def test_openai_client_gets_diarized_json_named_by_a_known_voice(service, tmp_pa
         client.audio.transcriptions.create(model="whisper-1", file=fh, response_format="diarized_json",
                                            known_speaker_names=["Reader"], known_speaker_references=["hello"])
     assert Job.objects.count() == 1  # the refused request stored nothing
+    silent = np.zeros(16000 * 5, dtype=np.float32)
+    with open(recording, "rb") as fh, pytest.raises(openai.BadRequestError, match="'Quiet' has no speech"):
+        client.audio.transcriptions.create(model="whisper-1", file=fh, response_format="diarized_json",
+                                           known_speaker_names=["Quiet"],
+                                           known_speaker_references=[_data_url(silent, tmp_path / "quiet.wav")])
 
 
 @pytest.mark.django_db(transaction=True)

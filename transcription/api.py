@@ -132,8 +132,9 @@ def _unexpected(request: HttpRequest, exc: Exception):
         return _body_refused(request, error_response(request, 400, message, "file"))
     if isinstance(exc, RequestDataTooBig):
         return _body_refused(request, error_response(
-            request, 413, f"form fields are larger than {settings.DATA_UPLOAD_MAX_MEMORY_SIZE // 1024} KB in"
-            " all; only the file may be large, and it goes in the 'file' field"))
+            request, 413, f"form fields are larger than {settings.DATA_UPLOAD_MAX_MEMORY_SIZE // (1024 * 1024)} MB in"
+            " all; only the file may be large, and it goes in the 'file' field (known speakers' samples:"
+            " a few seconds each, compressed audio if need be)"))
     if isinstance(exc, TooManyFieldsSent):
         return _body_refused(request, error_response(
             request, 400, f"too many form fields (more than {settings.DATA_UPLOAD_MAX_NUMBER_FIELDS})"))

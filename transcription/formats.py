@@ -115,8 +115,8 @@ def _voice(names: dict[str, str], speaker: str | None, srt: bool) -> str:
     if not speaker:
         return ""
     name = " ".join(names.get(speaker, speaker).split())
-    if srt:
-        return f"{name.replace('-->', '->')}: "
+    if srt:  # players read SubRip's text as HTML-like tags: a name must not be one
+        return f"{name.replace('-->', '->').replace('<', '‹').replace('>', '›')}: "
     return f"<v {name.replace('&', '&amp;').replace('<', '&lt;').replace('>', '&gt;')}>"
 
 
@@ -178,7 +178,7 @@ def to_tsv(result: Mapping, options: SubtitleOptions | None = None) -> str:
     """start and end in whole milliseconds, then the text: Whisper's TSV (with speakers, a fourth
     column names them)."""
     segments = result.get("segments") or []
-    names = _names(result) if any(seg.get("speaker") for seg in segments) else None
+    names = _names(result) if result.get("speakers") is not None else None
     rows = []
     for seg in segments:
         row = f"{round(1000 * seg['start'])}\t{round(1000 * seg['end'])}\t{seg['text'].strip().replace(chr(9), ' ')}"

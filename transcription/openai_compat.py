@@ -25,7 +25,7 @@ router = Router(tags=["OpenAI-compatible"])
 ResponseFormat = Literal["json", "text", "srt", "vtt", "verbose_json", "diarized_json"]
 OPENAI_ALIAS = "whisper-1"
 MAX_KNOWN = 4  # OpenAI's limit on known speakers
-MAX_VOICE_BYTES = 5 * 1024 * 1024
+MAX_VOICE_BYTES = 3 * 1024 * 1024
 
 
 class Extras(Schema):

@@ -69,8 +69,10 @@ def _speakers(options: TranscribeOptions, spec: JobSpec):
     low, high, num = options.min_speakers, options.max_speakers, options.num_speakers
     if low is not None and high is not None and low > high:
         raise ServiceError(422, f"min_speakers ({low}) is more than max_speakers ({high})", "min_speakers")
-    if num is not None and ((low is not None and num < low) or (high is not None and num > high)):
-        raise ServiceError(422, f"num_speakers ({num}) is outside min_speakers..max_speakers", "num_speakers")
+    if num is not None and low is not None and num < low:
+        raise ServiceError(422, f"num_speakers ({num}) is less than min_speakers ({low})", "num_speakers")
+    if num is not None and high is not None and num > high:
+        raise ServiceError(422, f"num_speakers ({num}) is more than max_speakers ({high})", "num_speakers")
     try:
         backend = speakers.default_backend()
     except speakers.DiarizationUnavailable as exc:

@@ -140,6 +140,7 @@ def _transcribe(job: Job, work: Path) -> None:
     log.info("job=%s event=converted seconds=%.2f audio_seconds=%.2f trimmed_start=%.2f trimmed_end=%.2f",
              job.id, conversion, duration, trim.offset, (len(samples) - trim.end) / audio.SAMPLE_RATE)
 
+    voices = _known_voices(job, work)  # a bad sample fails the job before the long part
     t1 = time.monotonic()
     transcript = _transcribe_pieces(job, samples, trim)
     inference = time.monotonic() - t1
@@ -147,7 +148,7 @@ def _transcribe(job: Job, work: Path) -> None:
     result = build_result(job, transcript, trim.offset, duration,
                           {"conversion_seconds": conversion, "inference_seconds": inference})
     if job.spec.speakers.diarize:
-        result = _diarize(job, result, samples, trim, work)
+        result = _diarize(job, result, samples, trim, voices)
     del samples
     text_rel = _write_text(job, result)
     try:
@@ -196,7 +197,24 @@ def _transcribe_pieces(job: Job, samples, trim: audio.Trim) -> Transcript:
     return Transcript(language=language or "", language_probability=probability, segments=segments)
 
 
-def _diarize(job: Job, result: Result, samples, trim: audio.Trim, work: Path) -> Result:
+def _known_voices(job: Job, work: Path) -> list[tuple[str, object]]:
+    """(name, samples) of each known speaker's sample, each checked to hold speech."""
+    from ..engines.windows import has_speech
+
+    voices = []
+    for i, voice in enumerate(job.spec.speakers.known):
+        source = media_file(voice.file)
+        if source is None or not source.is_file():
+            raise audio.AudioError(f"the sample of known speaker {voice.name!r} is no longer stored")
+        samples = audio.convert(source, work / f"voice-{i}.f32")
+        if not has_speech(samples, min_seconds=1.0):
+            raise audio.AudioError(f"the sample of known speaker {voice.name!r} has no speech"
+                                   " (at least 1 s of that voice alone is needed)")
+        voices.append((voice.name, samples))
+    return voices
+
+
+def _diarize(job: Job, result: Result, samples, trim: audio.Trim, voices: list) -> Result:
     """Who spoke when, onto the result's words and segments (speakers/assign.py)."""
     from .. import speakers
     from ..speakers import assign
@@ -208,8 +226,7 @@ def _diarize(job: Job, result: Result, samples, trim: audio.Trim, work: Path) ->
     backend = speakers.get(wanted.backend or speakers.default_backend().name)
     count = speakers.Count(wanted.num_speakers, wanted.min_speakers, wanted.max_speakers)
     found = backend.diarize(samples[trim.start:trim.end], count)
-    known = [(voice.name, backend.embed_voice(audio.convert(media_file(voice.file), work / f"voice-{i}.f32")))
-             for i, voice in enumerate(wanted.known)]
+    known = [(name, backend.embed_voice(voice)) for name, voice in voices]
     segments, listed = assign.label(result.segments, found, trim.offset, assign.match(found.voices, known))
     seconds = time.monotonic() - began
     log.info("job=%s event=diarized backend=%s speakers=%d seconds=%.2f", job.id, backend.name, len(listed), seconds)
