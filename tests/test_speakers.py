@@ -203,6 +203,14 @@ def test_bad_speaker_options_are_refused_before_anything_is_stored(client, clips
     assert not Upload.objects.exists() and not Job.objects.exists()
 
 
+@pytest.mark.django_db
+def test_a_russian_page_gets_the_speaker_refusals_in_russian(client, clips):
+    with open(clips["flac"], "rb") as fh:
+        resp = client.post("/transcribe", {"file": fh, "diarize": "true", "min_speakers": "5", "max_speakers": "2"},
+                           HTTP_ACCEPT_LANGUAGE="ru")
+    assert resp.status_code == 422 and resp.json()["detail"] == "Минимум говорящих (5) больше максимума (2)"
+
+
 # --- end to end -----------------------------------------------------------------------------------
 
 

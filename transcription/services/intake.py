@@ -12,6 +12,7 @@ from pathlib import Path
 from django.conf import settings
 from django.core.files.uploadedfile import UploadedFile
 from django.db import transaction
+from django.utils.translation import gettext as _
 
 from .. import audio, engines, modelstore
 from ..engines import DecodeOptions, EngineUnavailable
@@ -57,22 +58,27 @@ def _speakers(options: TranscribeOptions, spec: JobSpec):
     """Check a request for speakers and choose the backend that will find them."""
     from .. import speakers
 
+    # Messages in the request's language (the pages send the browser's; API clients get English).
     counts = _speaker_counts(options)
     if not options.diarize:
         field = next(iter(counts))
-        raise ServiceError(422, f"{field} counts speakers: it needs diarize=true", field)
+        raise ServiceError(422, _("%(field)s counts speakers: it needs diarize=true") % {"field": field}, field)
     if not spec.decode.word_timestamps:
-        raise ServiceError(422, "diarize gives every word a speaker, so it needs word_timestamps=true",
+        raise ServiceError(422, _("diarize gives every word a speaker, so it needs word_timestamps=true"),
                            "word_timestamps")
     if spec.decode.without_timestamps:
-        raise ServiceError(422, "diarize needs timestamps: it cannot be used with no_timestamps=true", "no_timestamps")
+        raise ServiceError(422, _("diarize needs timestamps: it cannot be used with no_timestamps=true"),
+                           "no_timestamps")
     low, high, num = options.min_speakers, options.max_speakers, options.num_speakers
     if low is not None and high is not None and low > high:
-        raise ServiceError(422, f"min_speakers ({low}) is more than max_speakers ({high})", "min_speakers")
+        raise ServiceError(422, _("min_speakers (%(low)d) is more than max_speakers (%(high)d)")
+                           % {"low": low, "high": high}, "min_speakers")
     if num is not None and low is not None and num < low:
-        raise ServiceError(422, f"num_speakers ({num}) is less than min_speakers ({low})", "num_speakers")
+        raise ServiceError(422, _("num_speakers (%(num)d) is less than min_speakers (%(low)d)")
+                           % {"num": num, "low": low}, "num_speakers")
     if num is not None and high is not None and num > high:
-        raise ServiceError(422, f"num_speakers ({num}) is more than max_speakers ({high})", "num_speakers")
+        raise ServiceError(422, _("num_speakers (%(num)d) is more than max_speakers (%(high)d)")
+                           % {"num": num, "high": high}, "num_speakers")
     try:
         backend = speakers.default_backend()
     except speakers.DiarizationUnavailable as exc:
