@@ -293,7 +293,10 @@ def test_openai_client_gets_diarized_json_named_by_a_known_voice(service, tmp_pa
     with open(recording, "rb") as fh, pytest.raises(openai.BadRequestError, match="data URL"):
         client.audio.transcriptions.create(model="whisper-1", file=fh, response_format="diarized_json",
                                            known_speaker_names=["Reader"], known_speaker_references=["hello"])
-    assert Job.objects.count() == 1  # the refused request stored nothing
+    plain = requests.post(f"{service}/v1/audio/transcriptions", files={"file": ("talk.wav", recording.read_bytes())},
+                          data={"response_format": "diarized_json", "known_speaker_names": "Reader"}, timeout=60)
+    assert plain.status_code == 400 and "known_speaker_names[]" in plain.json()["error"]["message"]
+    assert Job.objects.count() == 1  # the refused requests stored nothing
     silent = np.zeros(16000 * 5, dtype=np.float32)
     with open(recording, "rb") as fh, pytest.raises(openai.BadRequestError, match="'Quiet' has no speech"):
         client.audio.transcriptions.create(model="whisper-1", file=fh, response_format="diarized_json",

@@ -84,6 +84,10 @@ def _run(request: HttpRequest, file: UploadedFile, task: str, form, language: st
     if granularities and form.response_format != "verbose_json":
         raise services.ServiceError(
             400, "timestamp_granularities[] needs response_format=verbose_json", "timestamp_granularities[]")
+    for key in ("known_speaker_names", "known_speaker_references"):  # without [] they would be dropped
+        if key in request.POST:
+            raise services.ServiceError(400, f"send {key} as {key}[], one field per speaker, as OpenAI's API"
+                                             " names it", f"{key}[]")
     diarize = form.response_format == "diarized_json"
     if diarize and task == "translate":
         raise services.ServiceError(400, "diarized_json is for transcriptions, not translations", "response_format")
