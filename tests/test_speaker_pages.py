@@ -181,7 +181,7 @@ def test_job_page_labels_each_turn_and_lists_the_speakers_with_their_time(client
     listed = html.split('id="speakers"')[1].split("</ul>")[0]
     assert re.findall(r'<li data-speaker="(SPEAKER_\d)" style="--speaker:(#[0-9a-f]{6})"', listed) == [
         ("SPEAKER_1", colours["SPEAKER_1"]), ("SPEAKER_2", colours["SPEAKER_2"])]
-    assert "0:18 · 65 %" in listed and "0:09 · 35 %" in listed  # 18.2 s and 9.88 s of 28.08 s
+    assert "0:18 · 65 %" in listed and "0:10 · 35 %" in listed  # 18.2 s and 9.88 s of 28.08 s, rounded
     assert f"{WORDS['SPEAKER_1']} words" in listed and f"{WORDS['SPEAKER_2']} words" in listed
     # the text reads like the .txt download: a paragraph a turn
     text = html.split('id="full-text"')[1].split("</pre>")[0]
