@@ -145,6 +145,8 @@ class StreamDecoder:
                 break
             self.windows += len(batch)
             for (number, window), output in zip(batch, self.decode([w for _, w in batch])):
+                # a checkpoint per window: judging one may decode it again alone, with fallbacks
+                self.progress(sum(p - s.start for p, s in zip(position, streams)) / total)
                 kept, advance = self.judge(window, output)
                 segments.extend(kept)
                 position[number] = min(streams[number].end, window.start + advance)
