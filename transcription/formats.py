@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from .result import speaker_names
+
 
 def jsonable(value: Any) -> Any:
     """A copy of `value` that strict JSON accepts: NumPy scalars/arrays become Python values,
@@ -105,11 +107,6 @@ def _cue_words(segments: list[Mapping], options: SubtitleOptions) -> Iterator[li
         yield cue
 
 
-def _names(result: Mapping) -> dict[str, str]:
-    """Speaker label → the name shown (result.with_names has put the job's names in)."""
-    return {s["id"]: s.get("name") or s["id"] for s in result.get("speakers") or []}
-
-
 def _voice(names: dict[str, str], speaker: str | None, srt: bool) -> str:
     """The cue's speaker: `Name: ` in SubRip, a WebVTT voice span `<v Name>` in WebVTT."""
     if not speaker:
@@ -124,7 +121,7 @@ def _cues(result: Mapping, options: SubtitleOptions, srt: bool) -> Iterator[tupl
     """(start, end, text) of each cue: from words when the segments carry them, else one cue
     per segment; with speakers, each cue is one speaker's and says whose."""
     segments = list(result.get("segments") or [])
-    names = _names(result)
+    names = speaker_names(result)
     if not any(seg.get("words") for seg in segments):
         for seg in segments:
             yield (_cue_time(seg["start"], srt), _cue_time(seg["end"], srt),
@@ -154,7 +151,7 @@ def to_txt(result: Mapping, options: SubtitleOptions | None = None) -> str:
     segments = result.get("segments") or []
     if not any(seg.get("speaker") for seg in segments):
         return (result.get("text") or "").strip() + "\n"
-    names, turns = _names(result), []
+    names, turns = speaker_names(result), []
     for seg in segments:
         text = seg["text"].strip()
         if turns and turns[-1][0] == seg.get("speaker"):
@@ -178,7 +175,7 @@ def to_tsv(result: Mapping, options: SubtitleOptions | None = None) -> str:
     """start and end in whole milliseconds, then the text: Whisper's TSV (with speakers, a fourth
     column names them)."""
     segments = result.get("segments") or []
-    names = _names(result) if result.get("speakers") is not None else None
+    names = speaker_names(result) if result.get("speakers") is not None else None
     rows = []
     for seg in segments:
         row = f"{round(1000 * seg['start'])}\t{round(1000 * seg['end'])}\t{seg['text'].strip().replace(chr(9), ' ')}"

@@ -133,6 +133,10 @@ class StreamDecoder:
         self.begin(language)
         segments: list[Segment] = []
         total = sum(s.end - s.start for s in streams)
+
+        def decoded() -> float:
+            return sum(p - s.start for p, s in zip(position, streams)) / total
+
         while True:
             batch = []
             for number, stream in enumerate(streams):
@@ -146,11 +150,11 @@ class StreamDecoder:
             self.windows += len(batch)
             for (number, window), output in zip(batch, self.decode([w for _, w in batch])):
                 # a checkpoint per window: judging one may decode it again alone, with fallbacks
-                self.progress(sum(p - s.start for p, s in zip(position, streams)) / total)
+                self.progress(decoded())
                 kept, advance = self.judge(window, output)
                 segments.extend(kept)
                 position[number] = min(streams[number].end, window.start + advance)
-            self.progress(sum(p - s.start for p, s in zip(position, streams)) / total)
+            self.progress(decoded())
         segments.sort(key=lambda seg: (seg.start, seg.end))
         for number, seg in enumerate(segments):
             seg.id = number

@@ -150,10 +150,10 @@ def _transcribe(job: Job, work: Path) -> None:
     if job.spec.speakers.diarize:
         result = _diarize(job, result, samples, trim, voices)
     del samples
-    text_rel = _write_text(job, result)
+    stored = formats.jsonable(result.model_dump(mode="json"))  # strict JSON: no NaN
+    text_rel = _write_text(job, stored)
     try:
-        job.finish(formats.jsonable(result.model_dump(mode="json")),  # strict JSON: no NaN
-                   text_rel, inference_seconds=inference, language=transcript.language[:16],
+        job.finish(stored, text_rel, inference_seconds=inference, language=transcript.language[:16],
                    language_probability=transcript.language_probability)
     except (TransitionError, Job.DoesNotExist):  # cancelled or deleted meanwhile: keep nothing
         media_file(text_rel).unlink(missing_ok=True)
@@ -263,11 +263,11 @@ def build_result(job: Job, transcript: Transcript, offset: float, duration: floa
     )
 
 
-def _write_text(job: Job, result: Result) -> str:
+def _write_text(job: Job, result: dict) -> str:
     """The specification's result file (.txt); the result itself is kept in the job's row."""
     text_rel = f"results/{result_names(job)[1]}"
     mode = settings.FILE_UPLOAD_PERMISSIONS  # results are kept like uploads
-    formats.write_atomic(media_file(text_rel), formats.to_txt(result.model_dump(mode="json")), mode)
+    formats.write_atomic(media_file(text_rel), formats.to_txt(result), mode)
     return text_rel
 
 

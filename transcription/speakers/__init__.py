@@ -30,10 +30,9 @@ def default_backend() -> Backend:
     if choice == "auto":
         choice = "pyannote" if BACKENDS["pyannote"].installed() else "resemblyzer"
     backend = get(choice)
-    if not backend.installed():
-        missing = getattr(backend, "missing", None)
-        raise DiarizationUnavailable(missing() if missing else (
-            "the speaker encoder is not installed; run: python manage.py install_diarization resemblyzer"))
+    reason = backend.missing()
+    if reason:
+        raise DiarizationUnavailable(reason)
     return backend
 
 
@@ -45,10 +44,7 @@ def describe() -> list[dict]:
         chosen = None
     out = []
     for backend in BACKENDS.values():
-        missing = getattr(backend, "missing", None)
-        installed = backend.installed()
-        out.append({"name": backend.name, "label": backend.label, "installed": installed,
-                    "default": backend.name == chosen,
-                    "missing": None if installed else (missing() if missing else
-                                                       "run: python manage.py install_diarization resemblyzer")})
+        reason = backend.missing()
+        out.append({"name": backend.name, "label": backend.label, "installed": reason is None,
+                    "default": backend.name == chosen, "missing": reason})
     return out

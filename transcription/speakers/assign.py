@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..result import Speaker, StoredSegment, Word
-from .base import Diarization, Turn
+from .base import Diarization, Turn, unit
 
 # Cosine similarity above which a known voice names a cluster (measured with Resemblyzer: the same
 # voice's clips 0.78-0.95, different voices 0.25-0.63 on the shared clips).
@@ -23,16 +23,11 @@ def match(voices: dict[int, np.ndarray], known: list[tuple[str, np.ndarray]],
     clusters = sorted(voices)
     if not clusters or not known:
         return {}
-    a = np.stack([_unit(voices[c]) for c in clusters])
-    b = np.stack([_unit(v) for _, v in known])
+    a = np.stack([unit(voices[c]) for c in clusters])
+    b = np.stack([unit(v) for _, v in known])
     similarity = a @ b.T
     rows, cols = linear_sum_assignment(-similarity)
     return {clusters[r]: known[c][0] for r, c in zip(rows, cols) if similarity[r, c] >= least}
-
-
-def _unit(v: np.ndarray) -> np.ndarray:
-    v = np.asarray(v, dtype=np.float32).reshape(-1)
-    return v / max(float(np.linalg.norm(v)), 1e-8)
 
 
 def speaker_at(start: float, end: float, turns: list[Turn]) -> int | None:

@@ -13,6 +13,12 @@ class DiarizationUnavailable(RuntimeError):
     """A backend that is not installed or cannot run here; the message says how to install it."""
 
 
+def unit(vector: np.ndarray) -> np.ndarray:
+    """The vector (any shape holding one embedding) flattened, float32, with length 1."""
+    vector = np.asarray(vector, dtype=np.float32).reshape(-1)
+    return vector / max(float(np.linalg.norm(vector)), 1e-8)
+
+
 @dataclass(frozen=True)
 class Count:
     """How many speakers to find: exactly `num`, or an estimate within [low, high]."""
@@ -49,6 +55,10 @@ class Diarization:
 
 class Backend(Protocol):
     name: str
+    label: str
+
+    def missing(self) -> str | None:
+        """Why it cannot run here, saying what to install; None when it can."""
 
     def installed(self) -> bool: ...
 

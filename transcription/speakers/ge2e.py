@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .base import unit
+
 SAMPLE_RATE = 16_000
 N_FFT, HOP, N_MELS = 400, 160, 40  # 25 ms windows every 10 ms, as resemblyzer/hparams.py
 PARTIAL_FRAMES = 160  # one embedding per 1.6 s of audio
@@ -161,8 +163,7 @@ class Encoder:
         speech = raise_volume(speech, [])
         mel = power_mel(speech, self.filters)
         starts = list(range(0, max(1, len(mel) - PARTIAL_FRAMES + 1), PARTIAL_FRAMES // 2))
-        mean = self.embed_stretches(mel, starts).mean(axis=0)
-        return mean / max(float(np.linalg.norm(mean)), 1e-8)
+        return unit(self.embed_stretches(mel, starts).mean(axis=0))
 
 
 def stretches(mel: np.ndarray, starts: list[int]) -> np.ndarray:

@@ -13,7 +13,7 @@ import numpy as np
 from django.conf import settings
 
 from . import ge2e
-from .base import SAMPLE_RATE, Count, Diarization, DiarizationUnavailable, Turn
+from .base import SAMPLE_RATE, Count, Diarization, DiarizationUnavailable, Turn, unit
 
 STEP_FRAMES = 120  # a stretch every 1.2 s; each decides the 1.2 s around its middle
 # One voice when every pair of neighbouring stretches is at least this alike (cosine): chosen on
@@ -38,14 +38,19 @@ class Resemblyzer:
     name = "resemblyzer"
     label = "Resemblyzer GE2E + agglomerative clustering (offline, bundled)"
 
+    def missing(self) -> str | None:
+        if not weights_path().is_file():
+            return "the speaker encoder is not installed; run: python manage.py install_diarization resemblyzer"
+        return None
+
     def installed(self) -> bool:
-        return weights_path().is_file()
+        return self.missing() is None
 
     def encoder(self) -> ge2e.Encoder:
+        reason = self.missing()
+        if reason:
+            raise DiarizationUnavailable(reason)
         path = weights_path()
-        if not path.is_file():
-            raise DiarizationUnavailable(
-                "the speaker encoder is not installed; run: python manage.py install_diarization resemblyzer")
         return _encoder(str(path), path.stat().st_mtime)
 
     def embed_voice(self, samples: np.ndarray) -> np.ndarray:
@@ -65,7 +70,7 @@ class Resemblyzer:
         embeddings, owners, pending = [], [], []  # owners: per stretch, the frames [a, b) it decides
         for a, b in spans:
             starts, decides = _stretches(a, b)
-            first = max(0, starts[0])
+            first = starts[0]
             last = max(starts) + ge2e.PARTIAL_FRAMES
             mel = ge2e.power_mel(samples[first * ge2e.HOP:last * ge2e.HOP], encoder.filters)
             pending.append(ge2e.stretches(mel, [s - first for s in starts]))
@@ -76,7 +81,7 @@ class Resemblyzer:
         if pending:
             embeddings.append(encoder.embed(np.concatenate(pending)))
         vectors = np.concatenate(embeddings)
-        labels = cluster(vectors, count, [b - a for a, b in owners])
+        labels = cluster(vectors, count)
         return _turns(owners, labels, vectors)
 
 
@@ -95,7 +100,7 @@ def _stretches(a: int, b: int) -> tuple[list[int], list[tuple[int, int]]]:
     return starts, list(zip(edges, edges[1:]))
 
 
-def cluster(vectors: np.ndarray, count: Count, weights: list[int]) -> np.ndarray:
+def cluster(vectors: np.ndarray, count: Count) -> np.ndarray:
     """A voice (0, 1, …) per embedding: spectral clustering (Google's `spectralcluster`, the method
     of "Speaker Diarization with LSTM", Wang et al. 2018, built for these GE2E embeddings), the count
     from the eigengap within the count's bounds, or exactly the given count; then each embedding is
@@ -106,7 +111,7 @@ def cluster(vectors: np.ndarray, count: Count, weights: list[int]) -> np.ndarray
         return np.zeros(n, dtype=int)
     if n > MAX_CLUSTERED:  # the affinity matrix grows with n²: cluster a sample, place the rest
         every = -(-n // MAX_CLUSTERED)
-        sample = cluster(vectors[::every], count, weights[::every])
+        sample = cluster(vectors[::every], count)
         return _nearest(vectors, _means(vectors[::every], sample))
     labels = np.asarray(_spectral(low, high).predict(vectors))
     if count.num is None:  # each count is an underestimate in its own conditions: take the larger
@@ -165,11 +170,7 @@ def _spectral(low: int, high: int):
 
 
 def _means(vectors: np.ndarray, labels: np.ndarray) -> dict[int, np.ndarray]:
-    out = {}
-    for k in sorted(set(labels.tolist())):
-        mean = vectors[labels == k].mean(axis=0)
-        out[k] = mean / max(float(np.linalg.norm(mean)), 1e-8)
-    return out
+    return {k: unit(vectors[labels == k].mean(axis=0)) for k in sorted(set(labels.tolist()))}
 
 
 def _turns(owners: list[tuple[int, int]], labels: np.ndarray, vectors: np.ndarray) -> Diarization:
