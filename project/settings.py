@@ -251,6 +251,8 @@ API_TOKENS = envlist("API_TOKENS", "")
 JOB_RATE_LIMIT = os.getenv("JOB_RATE_LIMIT", "") or None
 # How long POST /transcribe waits for its job before answering 202 with the job's URL.
 TRANSCRIBE_WAIT_SECONDS = envfloat("TRANSCRIBE_WAIT_SECONDS", 3600, low=0)
+# How often a server-sent event stream (a job's events, /v1 stream=true) looks at its job.
+SSE_POLL_SECONDS = envfloat("SSE_POLL_SECONDS", 0.25, low=0.02)
 
 # Queue: SqliteHuey in DATA_DIR by default, RedisHuey when a Redis URL is given.
 _redis_url = os.getenv("HUEY_REDIS_URL") or os.getenv("REDIS_URL")

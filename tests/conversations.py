@@ -145,3 +145,16 @@ def one_channel(samples: np.ndarray, truth: list[Turn], snr_db: float, seed: int
     noise = sosfilt(band, np.random.default_rng(seed).standard_normal(len(samples)))
     noise *= level / np.sqrt(np.mean(noise ** 2)) / 10 ** (snr_db / 20)
     return (out + noise).astype(np.float32)
+
+
+ENGLISH = ("jfk.flac", "en_librispeech_1995-1837-0001.wav", "en_librivox_sense_and_sensibility_0870.wav")
+
+
+def reading(names: tuple[str, ...] = ENGLISH, rounds: int = 1, gap: float = 1.0) -> tuple[np.ndarray, str]:
+    """The clips read one after another, `rounds` times, with `gap` seconds between them, and the
+    exact reference text of the whole."""
+    rows = [line.split("\t") for line in (EVAL / "MANIFEST.tsv").read_text(encoding="utf-8").splitlines()[1:] if line]
+    reference = {row[0]: row[-1] for row in rows}
+    order = [name for _ in range(rounds) for name in names]
+    samples, _ = conversation([(name, clip(name)) for name in order], gap=gap)
+    return samples, " ".join(reference[name] for name in order)

@@ -16,7 +16,7 @@ from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.files import UploadedFile
 from pydantic import Field
 
-from . import formats, selectors, services
+from . import formats, selectors, services, sse
 from .auth import API_AUTH, JOB_THROTTLE
 from .models import Job
 from .schemas import (BatchAccepted, BatchOut, Error, JobAccepted, JobOut, ModelsOut, SpeakerNamesIn,
@@ -213,6 +213,17 @@ def batch_status(request: HttpRequest, batch_id: str):
 @api.get("/job/{job_id}", response={200: JobOut, **ERRORS}, summary="A job's status and result")
 def job_status(request: HttpRequest, job_id: str):
     return selectors.job_or_404(job_id)
+
+
+@api.get("/job/{job_id}/events", response={200: None, **ERRORS},
+         summary="A job's server-sent events: progress, each segment as it is decoded, the final state",
+         description="text/event-stream. `event: progress` (the job as GET /job/{id} shows it) when its"
+         " status or progress changes; `event: segment` ({n, start, end, text}) for each segment in time"
+         " order, as soon as everything before it is decoded; then one of `done`, `failed`, `cancelled`"
+         " (the job, with its result when done) and the stream ends. Segments are the decoder's: the"
+         " final result may split them (speakers) or time them more exactly (words).")
+def job_events(request: HttpRequest, job_id: str):
+    return sse.response(request, selectors.job_or_404(job_id), sse.service_events)
 
 
 @api.post("/job/{job_id}/cancel", response={200: JobAccepted, **ERRORS}, summary="Cancel a queued or running job")

@@ -14,7 +14,7 @@ from ninja import File, Form, Router, Schema
 from ninja.files import UploadedFile
 from pydantic import Field
 
-from . import formats, modelstore, services
+from . import formats, modelstore, services, sse
 from .auth import JOB_THROTTLE
 from .languages import LANGUAGES
 from .models import Job
@@ -61,6 +61,8 @@ class TranscriptionForm(Extras):
         " (data:audio/wav;base64,...).")
     chunking_strategy: str | None = Field(None, description="Accepted for compatibility ('auto'); the"
                                           " service always cuts at pauses.")
+    stream: bool = Field(False, description="Answer text/event-stream: a transcript.text.delta event per"
+                         " segment as it is decoded, then transcript.text.done (response_format json or text).")
 
 
 class TranslationForm(Extras):
@@ -94,6 +96,10 @@ def _run(request: HttpRequest, file: UploadedFile, task: str, form, language: st
     voices = _known_voices(form) if task == "transcribe" else []
     if voices and not diarize:
         raise services.ServiceError(400, "known speakers need response_format=diarized_json", "response_format")
+    stream = getattr(form, "stream", False)
+    if stream and form.response_format not in ("json", "text"):
+        raise services.ServiceError(400, "stream=true sends text events: use response_format json or text",
+                                    "stream")
     if not services.workers_available():  # OpenAI's API has no "accepted, ask later": refuse first
         raise services.ServiceError(503, "No worker is running to transcribe the file; start one"
                                          " (python manage.py run_huey, or make run) and try again")
@@ -112,7 +118,10 @@ def _run(request: HttpRequest, file: UploadedFile, task: str, form, language: st
         min_speakers=form.min_speakers,
         max_speakers=form.max_speakers,
     )
-    job = services.wait_for(services.create_job(file, options, known_voices=voices), settings.TRANSCRIBE_WAIT_SECONDS)
+    job = services.create_job(file, options, known_voices=voices)
+    if stream:
+        return sse.response(request, job, sse.OpenAIEvents())
+    job = services.wait_for(job, settings.TRANSCRIBE_WAIT_SECONDS)
     if job.status != Job.Status.DONE:
         message = job.error or f"job {job.id} did not finish (status {job.status})"
         raise services.ServiceError(job.failure_status if job.status == Job.Status.FAILED else 500, message)

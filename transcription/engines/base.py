@@ -8,6 +8,9 @@ from typing import Callable, Protocol
 import numpy as np
 
 ProgressCallback = Callable[[float], None]  # fraction of the audio decoded, 0.0-1.0
+# Segments as they are decoded (on the given audio's timeline, in any order), and how far from its
+# start the audio is decoded without a gap (seconds): what lies before that is all told.
+SegmentsCallback = Callable[[list["Segment"], float], None]
 
 
 class Cancelled(Exception):
@@ -105,8 +108,10 @@ class Engine(Protocol):
         audio: np.ndarray,
         options: DecodeOptions,
         progress: ProgressCallback,
+        on_segments: SegmentsCallback | None = None,
     ) -> Transcript:
-        """Transcribe 16 kHz mono float32 samples; call `progress` as audio is decoded.
+        """Transcribe 16 kHz mono float32 samples; call `progress` as audio is decoded and
+        `on_segments` with segments as they are decoded (at the end if the engine cannot sooner).
 
         `progress` may raise Cancelled, which the engine lets through.
         """

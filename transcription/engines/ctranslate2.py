@@ -11,7 +11,8 @@ from django.conf import settings
 
 from . import melspec, streams, windows
 from .cache import ModelCache
-from .base import DecodeOptions, EngineUnavailable, ProgressCallback, Segment, Transcript, Word
+from .base import (DecodeOptions, EngineUnavailable, ProgressCallback, Segment, SegmentsCallback, Transcript,
+                   Word)
 
 # The progress callback of the job this thread decodes (worker threads share loaded models).
 _local = threading.local()
@@ -112,7 +113,8 @@ class CTranslate2Engine:
         return model
 
     def transcribe(
-        self, model_dir: Path, audio: np.ndarray, options: DecodeOptions, progress: ProgressCallback
+        self, model_dir: Path, audio: np.ndarray, options: DecodeOptions, progress: ProgressCallback,
+        on_segments: SegmentsCallback | None = None,
     ) -> Transcript:
         plan = _plan()
         key = self._key(model_dir, plan)
@@ -121,11 +123,12 @@ class CTranslate2Engine:
             batch_size = options.batch_size or plan.batch_size
             if batch_size > 1:
                 options = replace(options, batch_size=batch_size, beam_size=options.beam_size or plan.beam_size)
-                return Batched(model, audio, options, progress).run()
-            return self.sequential(model, audio, options, progress)
+                return Batched(model, audio, options, progress, on_segments).run()
+            return self.sequential(model, audio, options, progress, on_segments)
 
     @staticmethod
-    def sequential(model, audio: np.ndarray, options: DecodeOptions, progress: ProgressCallback) -> Transcript:
+    def sequential(model, audio: np.ndarray, options: DecodeOptions, progress: ProgressCallback,
+                   on_segments: SegmentsCallback | None = None) -> Transcript:
         """Sequential: faster-whisper's own loop, each window starting where the last one's
         output ended, the previous text as the prompt when condition_on_previous_text is set."""
         kwargs = dict(
@@ -153,7 +156,7 @@ class CTranslate2Engine:
         _local.progress = progress
         try:
             pieces, info = model.transcribe(audio, **kwargs)
-            segments = CTranslate2Engine._collect(pieces)
+            segments = CTranslate2Engine._collect(pieces, on_segments)
         finally:
             _local.progress = None
         progress(1.0)
@@ -164,7 +167,7 @@ class CTranslate2Engine:
         )
 
     @staticmethod
-    def _collect(pieces) -> list[Segment]:
+    def _collect(pieces, on_segments: SegmentsCallback | None = None) -> list[Segment]:
         segments = []
         for piece in pieces:
             words = None
@@ -178,6 +181,8 @@ class CTranslate2Engine:
                     compression_ratio=piece.compression_ratio, no_speech_prob=piece.no_speech_prob,
                 )
             )
+            if on_segments is not None:  # in order: everything up to this segment is told
+                on_segments([segments[-1]], piece.end)
         return segments
 
 
@@ -186,8 +191,9 @@ class Batched(streams.StreamDecoder):
     through one encoder call and CTranslate2's batched `generate` (faster-whisper's batched
     pipeline step), then its word alignment for the whole batch."""
 
-    def __init__(self, model, audio: np.ndarray, options: DecodeOptions, progress: ProgressCallback) -> None:
-        super().__init__(audio, options, progress)
+    def __init__(self, model, audio: np.ndarray, options: DecodeOptions, progress: ProgressCallback,
+                 on_segments: SegmentsCallback | None = None) -> None:
+        super().__init__(audio, options, progress, on_segments)
         self.model = model
 
     @property

@@ -15,7 +15,8 @@ from django.conf import settings
 
 from . import melspec, streams, windows
 from .cache import ModelCache
-from .base import DecodeOptions, EngineUnavailable, ProgressCallback, Segment, Transcript, Word
+from .base import (DecodeOptions, EngineUnavailable, ProgressCallback, Segment, SegmentsCallback, Transcript,
+                   Word)
 
 # mlx-whisper keeps its model in a class attribute and reports progress through a module-level
 # tqdm, so one transcription at a time per process: the lock makes that explicit.
@@ -112,7 +113,8 @@ class MLXEngine:
         mx.clear_cache()
 
     def transcribe(
-        self, model_dir: Path, audio: np.ndarray, options: DecodeOptions, progress: ProgressCallback
+        self, model_dir: Path, audio: np.ndarray, options: DecodeOptions, progress: ProgressCallback,
+        on_segments: SegmentsCallback | None = None,
     ) -> Transcript:
         module = importlib.import_module("mlx_whisper.transcribe")
         key = (self.name, str(model_dir), self._dtype_name())
@@ -124,9 +126,13 @@ class MLXEngine:
             batch_size = options.batch_size or settings.WHISPER_BATCH_SIZE or 8
             if settings.WHISPER_MLX_BATCHED and batch_size > 1:
                 decoder = MLXBatched(model, audio, replace(options, batch_size=batch_size), progress,
-                                     lambda part, opts: self._sequential(module, model_dir, part, opts, lambda f: None))
+                                     lambda part, opts: self._sequential(module, model_dir, part, opts, lambda f: None),
+                                     on_segments)
                 return decoder.run()
-            return self._sequential(module, model_dir, audio, options, progress)
+            transcript = self._sequential(module, model_dir, audio, options, progress)
+            if on_segments is not None:  # mlx-whisper's loop hands its segments back only at the end
+                on_segments(transcript.segments, len(audio) / windows.SAMPLE_RATE)
+            return transcript
 
     def _sequential(self, module, model_dir: Path, audio: np.ndarray, options: DecodeOptions,
                     progress: ProgressCallback) -> Transcript:
@@ -195,8 +201,8 @@ class MLXBatched(streams.StreamDecoder):
     measured on a Mac, not here."""
 
     def __init__(self, model, audio: np.ndarray, options: DecodeOptions, progress: ProgressCallback,
-                 sequential) -> None:
-        super().__init__(audio, options, progress)
+                 sequential, on_segments: SegmentsCallback | None = None) -> None:
+        super().__init__(audio, options, progress, on_segments)
         self.model, self.sequential = model, sequential
 
     @property

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import windows
-from .base import DecodeOptions, ProgressCallback, Segment, Transcript, Word
+from .base import DecodeOptions, ProgressCallback, Segment, SegmentsCallback, Transcript, Word
 
 # A gap in a window's output this long, where Silero VAD hears speech, is speech the output passed
 # over: its stream goes on from there.
@@ -85,8 +85,10 @@ class StreamDecoder:
     """The streams and the judging of each window's output; an engine supplies `detect`,
     `begin`, `decode` and `alone`."""
 
-    def __init__(self, audio: np.ndarray, options: DecodeOptions, progress: ProgressCallback) -> None:
+    def __init__(self, audio: np.ndarray, options: DecodeOptions, progress: ProgressCallback,
+                 on_segments: SegmentsCallback | None = None) -> None:
         self.audio, self.options, self.progress = audio, options, progress
+        self.on_segments = on_segments
         self.windows = 0  # decoded, for the log and the benchmark
         self.cut_short = 0
         self.language = options.language
@@ -137,6 +139,14 @@ class StreamDecoder:
         def decoded() -> float:
             return sum(p - s.start for p, s in zip(position, streams)) / total
 
+        def told() -> float:
+            """Seconds from the start decoded without a gap: the finished streams, then how far
+            the first unfinished one has come."""
+            for number, stream in enumerate(streams):
+                if stream.end - position[number] >= windows.MIN_SAMPLES:
+                    return position[number] / windows.SAMPLE_RATE
+            return n / windows.SAMPLE_RATE
+
         while True:
             batch = []
             for number, stream in enumerate(streams):
@@ -154,7 +164,11 @@ class StreamDecoder:
                 kept, advance = self.judge(window, output)
                 segments.extend(kept)
                 position[number] = min(streams[number].end, window.start + advance)
+                if self.on_segments is not None:
+                    self.on_segments(kept, told())
             self.progress(decoded())
+        if self.on_segments is not None:
+            self.on_segments([], n / windows.SAMPLE_RATE)
         segments.sort(key=lambda seg: (seg.start, seg.end))
         for number, seg in enumerate(segments):
             seg.id = number

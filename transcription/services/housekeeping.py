@@ -7,6 +7,7 @@ from pathlib import Path
 from django.db import transaction
 from django.utils import timezone
 
+from .. import events
 from ..models import Batch, Job, Upload, media_file
 from ..models import media_file as media_path  # noqa: F401  (services.media_path)
 from .base import ServiceError, log
@@ -19,7 +20,7 @@ def _job_files(job: Job) -> list[Path]:
     text = media_file(job.result_text_path)
     voices = [p for p in (media_file(v.file) for v in job.spec.speakers.known) if p]
     # Before the result was stored once (in the row), a .json copy was written beside the text.
-    return ([text, text.with_suffix(".json")] if text else []) + voices
+    return ([text, text.with_suffix(".json")] if text else []) + voices + [events.log_path(job.id)]
 
 
 def _unlink_after_commit(paths: list[Path]) -> None:

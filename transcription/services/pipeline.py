@@ -13,7 +13,7 @@ from pathlib import Path
 from django.conf import settings
 from django.utils import timezone
 
-from .. import audio, engines, formats, modelstore
+from .. import audio, engines, events, formats, modelstore
 from ..engines import Cancelled, Transcript
 from ..models import Job, TransitionError, media_file
 from ..result import Result, StoredSegment, Word
@@ -126,6 +126,7 @@ def _fail(job: Job, reason: str, code: str) -> None:
 
 def _transcribe(job: Job, work: Path) -> None:
     silence = job.spec.silence
+    events.start(job.id)
     source = job.upload.path
     if source is None:  # a row pointing outside MEDIA_ROOT: treat as gone, never follow it
         raise audio.AudioError(audio.GONE)
@@ -174,6 +175,7 @@ def _transcribe_pieces(job: Job, samples, trim: audio.Trim) -> Transcript:
     pieces = audio.split_points(samples, trim.start, trim.end, settings.WHISPER_WINDOW_SECONDS)
     total = trim.end - trim.start
     progress = _Progress(job, total / audio.SAMPLE_RATE)
+    teller = events.Teller(job.id)  # segments for the job's event stream, as they are decoded
     segments: list = []
     language, probability = decode.language, None
     for first, last in pieces:
@@ -181,9 +183,11 @@ def _transcribe_pieces(job: Job, samples, trim: audio.Trim) -> Transcript:
         # measured on the shared reading, feeding one piece's text to the next as its prompt made
         # the model skip the next piece's last sentence.
         options = replace(decode, language=language)
-        done = first - trim.start
-        piece = engine.transcribe(model_path, samples[first:last], options,
-                                  lambda f, done=done, size=last - first: progress((done + f * size) / total))
+        done, at = first - trim.start, first / audio.SAMPLE_RATE
+        piece = engine.transcribe(
+            model_path, samples[first:last], options,
+            lambda f, done=done, size=last - first: progress((done + f * size) / total),
+            lambda found, told, at=at: teller.take([seg.shifted(at) for seg in found], at + told))
         if decode.language is None and language is None:  # detected, in the first piece
             probability = piece.language_probability
         language = language or piece.language
@@ -191,6 +195,7 @@ def _transcribe_pieces(job: Job, samples, trim: audio.Trim) -> Transcript:
             moved = seg.shifted(first / audio.SAMPLE_RATE)
             moved.id = len(segments)
             segments.append(moved)
+    teller.take([], None)
 
     if len(pieces) > 1:
         log.info("job=%s event=transcribed pieces=%d", job.id, len(pieces))

@@ -4,37 +4,45 @@
   "use strict";
   const { t, noteServerDate, timing } = window.STT;
 
-  /* --- live progress of a queued or running job -------------------------------------------- */
+  /* --- live progress of a queued or running job: its server-sent events (GET /job/{id}/events):
+     progress, each segment as the worker decodes it, then the final state ------------------- */
   const live = document.getElementById("live");
   if (live) {
     const bar = live.querySelector(".progress-bar");
     const progress = live.querySelector(".progress");
     const detail = document.getElementById("live-detail");
     const badge = document.getElementById("job-status");
-    const poll = async () => {
-      let job;
-      try {
-        const response = await fetch(live.dataset.jobApi, { headers: { Accept: "application/json" } });
-        noteServerDate(response);
-        if (!response.ok) throw new Error(String(response.status));
-        job = await response.json();
-      } catch (e) {
-        setTimeout(poll, 2000);
-        return;
-      }
-      if (["done", "failed", "cancelled"].includes(job.status)) {
-        window.location.reload();  // the server renders the result, the error or the retry box
-        return;
-      }
+    const text = document.getElementById("live-text");
+    const show = (job) => {
       bar.style.width = job.progress + "%";
       progress.setAttribute("aria-valuenow", String(job.progress));
       badge.textContent = t(job.status);
       badge.dataset.status = job.status;
       badge.className = "badge " + (job.status === "running" ? "info" : "secondary");
       detail.textContent = [Math.round(job.progress) + " %", ...timing(job)].join(" · ");
-      setTimeout(poll, 700);
     };
-    poll();
+    // The server's clock, for the elapsed time (the browser's may differ), then a tick a second.
+    fetch(live.dataset.jobApi, { headers: { Accept: "application/json" } }).then(noteServerDate, () => {});
+    let last = null;
+    const ticking = setInterval(() => { if (last) show(last); }, 1000);
+    const events = new EventSource(live.dataset.jobApi + "/events");
+    let told = -1;
+    events.addEventListener("progress", (e) => { last = JSON.parse(e.data); show(last); });
+    events.addEventListener("segment", (e) => {
+      const segment = JSON.parse(e.data);
+      if (segment.n <= told) return;  // a reconnection tells the segments again
+      told = segment.n;
+      text.hidden = false;
+      text.append((text.textContent ? " " : "") + segment.text);
+    });
+    for (const end of ["done", "failed", "cancelled", "deleted"]) {
+      events.addEventListener(end, () => {
+        events.close();
+        clearInterval(ticking);
+        window.location.reload();  // the server renders the result, the error or the retry box
+      });
+    }
+    // A lost connection (the server restarting): EventSource tries again by itself.
   }
 
   /* --- transcript viewer ------------------------------------------------------------------- */

@@ -1,0 +1,86 @@
+"""A running job's segments as they are decoded, for the server-sent events of
+`GET /job/{id}/events` and `POST /v1/audio/transcriptions` with `stream=true`.
+
+The worker appends one JSON line per segment to MEDIA_ROOT/events/<job id>.jsonl, in time order
+and only once everything before the segment is decoded (so a reader can print them as they come);
+any web process reads the lines after the offset it has reached. A shared MEDIA_ROOT is what the
+scaled-out mode already rests on, so this needs no broker. The file is emptied when an attempt
+starts and removed with the job."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from django.conf import settings
+
+from .engines import Segment
+
+
+def log_path(job_id) -> Path:
+    return Path(settings.MEDIA_ROOT) / "events" / f"{job_id}.jsonl"
+
+
+def start(job_id) -> None:
+    """An attempt begins: no segment is told yet."""
+    path = log_path(job_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"")
+
+
+def append(job_id, events: list[dict]) -> None:
+    if not events:
+        return
+    data = "".join(json.dumps(e, ensure_ascii=False, allow_nan=False) + "\n" for e in events).encode()
+    # One write on an O_APPEND descriptor: a reader never sees half of another write's lines.
+    fd = os.open(log_path(job_id), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+
+
+def read(job_id, offset: int) -> tuple[list[dict], int]:
+    """The whole lines after `offset` and the offset after them; a log emptied by a new attempt
+    reads from its start again."""
+    try:
+        with open(log_path(job_id), "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            if size < offset:
+                offset = 0
+            fh.seek(offset)
+            data = fh.read()
+    except FileNotFoundError:
+        return [], offset
+    end = data.rfind(b"\n") + 1
+    events = [json.loads(line) for line in data[:end].splitlines() if line.strip()]
+    return events, offset + end
+
+
+class Teller:
+    """The pipeline's side: takes segments as the engine decodes them (in any order, with how far
+    the audio is decoded without a gap) and appends each to the log in time order once nothing
+    before it can still come. Times are on the uploaded file's timeline."""
+
+    def __init__(self, job_id) -> None:
+        self.job_id = job_id
+        self.pending: list[Segment] = []
+        self.told = 0
+
+    def take(self, segments: list[Segment], frontier: float | None) -> None:
+        """Segments on the file's timeline; frontier None: everything is decoded."""
+        self.pending.extend(s for s in segments if s.text.strip())
+        self.pending.sort(key=lambda s: (s.start, s.end))
+        ready = [s for s in self.pending if frontier is None or s.start < frontier]
+        if not ready:
+            return
+        self.pending = self.pending[len(ready):]
+        events = []
+        for seg in ready:
+            events.append({"type": "segment", "n": self.told, "start": round(seg.start, 3),
+                           "end": round(seg.end, 3), "text": seg.text.strip()})
+            self.told += 1
+        try:
+            append(self.job_id, events)
+        except OSError:  # telling is a courtesy: the result is what counts
+            pass
