@@ -113,6 +113,7 @@ MIDDLEWARE = [
 
 ROOT_URLCONF = "project.urls"
 WSGI_APPLICATION = "project.wsgi.application"
+ASGI_APPLICATION = "project.asgi.application"
 
 TEMPLATES = [
     {
@@ -280,6 +281,18 @@ else:
             "filename": os.getenv("HUEY_SQLITE_PATH", str(DATA_DIR / "huey.sqlite3")),
         }
     )
+
+# Live sessions (/live, /v1/live): decoded by `manage.py run_live` consumers of their own queue (the
+# jobs' queue name + "-live"), one session per consumer thread, so a long file never delays one.
+LIVE_MAX_SESSIONS = envint("LIVE_MAX_SESSIONS", 2, low=0, high=64)  # at once, in all
+LIVE_MAX_SESSIONS_PER_CLIENT = envint("LIVE_MAX_SESSIONS_PER_CLIENT", 1, low=1, high=64)
+LIVE_IDLE_SECONDS = envfloat("LIVE_IDLE_SECONDS", 20, low=1)  # no audio this long: the session ends
+LIVE_MAX_SECONDS = envfloat("LIVE_MAX_SECONDS", 3 * 3600, low=1)  # of audio in one session
+LIVE_MAX_FRAME_BYTES = envint("LIVE_MAX_FRAME_BYTES", 64 * 1024, low=1024)  # one message: 2 s of audio
+LIVE_MIN_STEP_SECONDS = envfloat("LIVE_MIN_STEP_SECONDS", 1.0, low=0.1)  # new audio before decoding again
+LIVE_QUEUE = {**HUEY, "name": HUEY["name"] + "-live"}
+if not _redis_url:
+    LIVE_QUEUE["filename"] = os.getenv("LIVE_HUEY_SQLITE_PATH", str(Path(HUEY["filename"]).with_suffix(".live.sqlite3")))
 
 # The cache holds rate-limit counters: per process by default, shared through Redis when configured.
 CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}

@@ -21,7 +21,7 @@ EVAL_DIR = Path(os.getenv("SHARED_DIR", REPO.parent / "shared")) / "eval"
 # A test that starts a separate deployment must not inherit them: with HUEY_SQLITE_PATH inherited,
 # the session's worker polled that deployment's queue too, took its tasks and dropped them
 # ("event=missing"), so the deployment's job stayed queued.
-_RUN_POINTERS = ("HUEY_SQLITE_PATH", "HUEY_IMMEDIATE", "HUEY_NAME", "HUEY_REDIS_URL", "REDIS_URL",
+_RUN_POINTERS = ("HUEY_SQLITE_PATH", "LIVE_HUEY_SQLITE_PATH", "HUEY_IMMEDIATE", "HUEY_NAME", "HUEY_REDIS_URL", "REDIS_URL",
                  "DATABASE_URL", "MEDIA_ROOT", "TEST_DATABASE_PATH")
 
 
@@ -97,11 +97,11 @@ def clips(tmp_path_factory, eval_dir) -> dict[str, Path]:
     return out
 
 
-@pytest.fixture(scope="session")
-def worker(django_db_setup, django_db_blocker):
-    """A real `manage.py run_huey` process sharing the test database and queue files."""
+def shared_env(**overrides: str) -> dict[str, str]:
+    """Environment for this run's own processes (worker, live worker, ASGI server): the test
+    database, queue files and media."""
     db_name = settings.DATABASES["default"]["NAME"]
-    env = {
+    return {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "project.settings",
         "DATABASE_URL": f"sqlite:///{db_name}",
@@ -113,7 +113,15 @@ def worker(django_db_setup, django_db_blocker):
         # Transactional tests empty every table after them, the worker's row too: it announces
         # itself again within a second (the `service` fixture waits for that).
         "JOB_HEARTBEAT_SECONDS": "1",
+        "LIVE_HUEY_SQLITE_PATH": settings.LIVE_QUEUE.get("filename", ""),
+        **overrides,
     }
+
+
+@pytest.fixture(scope="session")
+def worker(django_db_setup, django_db_blocker):
+    """A real `manage.py run_huey` process sharing the test database and queue files."""
+    env = shared_env()
     log_path = Path(settings.DATA_DIR) / "worker.log"
     log = open(log_path, "ab")
     proc = subprocess.Popen(
@@ -155,3 +163,45 @@ def post_file(base_url: str, path: Path, timeout: float = 600, name: str | None 
     with open(path, "rb") as fh:
         return requests.post(f"{base_url}/transcribe", files={"file": (name or path.name, fh)},
                              data=data, timeout=timeout)
+
+
+def start_process(args: list[str], log_name: str, **env: str) -> subprocess.Popen:
+    """One of this run's own processes (its output in DATA_DIR/<log_name>)."""
+    log = open(Path(settings.DATA_DIR) / log_name, "ab")
+    return subprocess.Popen(args, cwd=REPO, env=shared_env(**env), stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+
+
+def stop_process(proc: subprocess.Popen) -> None:
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.fixture(scope="session")
+def live_worker(django_db_setup, django_db_blocker):
+    """A real `manage.py run_live` process: the live sessions' consumer."""
+    proc = start_process([sys.executable, str(REPO / "manage.py"), "run_live", "--sessions", "3"], "live.log")
+    with django_db_blocker.unblock():
+        _wait_announced(proc, Path(settings.DATA_DIR) / "live.log")
+    yield proc
+    stop_process(proc)
+
+
+def asgi_server(**env: str):
+    """uvicorn serving project.asgi (what `make run` and the README's deployment run) on a free
+    port, sharing the test database; yields its base URL."""
+    from tests.processes import free_port, wait_up
+    from transcription.management.commands.serve import web_command
+
+    port = str(free_port())
+    proc = start_process(web_command("127.0.0.1", port), f"asgi-{port}.log", **env)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_up(f"{base}/health", healthy=False)
+        yield base
+    finally:
+        stop_process(proc)

@@ -29,22 +29,31 @@ def start(job_id) -> None:
 
 
 def append(job_id, events: list[dict]) -> None:
+    append_lines(log_path(job_id), events)
+
+
+def read(job_id, offset: int) -> tuple[list[dict], int]:
+    return read_lines(log_path(job_id), offset)
+
+
+def append_lines(path: Path, events: list[dict]) -> None:
+    """Events as JSON lines at the end of `path` (a job's log, a live session's messages)."""
     if not events:
         return
     data = "".join(json.dumps(e, ensure_ascii=False, allow_nan=False) + "\n" for e in events).encode()
     # One write on an O_APPEND descriptor: a reader never sees half of another write's lines.
-    fd = os.open(log_path(job_id), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         os.write(fd, data)
     finally:
         os.close(fd)
 
 
-def read(job_id, offset: int) -> tuple[list[dict], int]:
-    """The whole lines after `offset` and the offset after them; a log emptied by a new attempt
-    reads from its start again."""
+def read_lines(path: Path, offset: int) -> tuple[list[dict], int]:
+    """The whole lines after `offset` and the offset after them; a log emptied since (a job's new
+    attempt) reads from its start again."""
     try:
-        with open(log_path(job_id), "rb") as fh:
+        with open(path, "rb") as fh:
             size = os.fstat(fh.fileno()).st_size
             if size < offset:
                 offset = 0

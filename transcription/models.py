@@ -336,10 +336,21 @@ class Job(models.Model):
         return not Job.objects.filter(pk=self.pk, status=JobStatus.RUNNING, worker=self.worker).exists()
 
 
+LIVE_QUEUE_SUFFIX = "-live"  # the queue of live sessions is the jobs' queue name with this
+
+
 class WorkerQuerySet(models.QuerySet):
     def alive(self) -> "WorkerQuerySet":
-        """Workers whose last heartbeat is recent enough that they are taking jobs."""
+        """Workers whose last heartbeat is recent enough that they are taking work."""
         return self.filter(seen_at__gte=timezone.now() - Worker.stale_after())
+
+    def for_jobs(self) -> "WorkerQuerySet":
+        """Consumers of the jobs' queue (`run_huey`)."""
+        return self.exclude(queue__endswith=LIVE_QUEUE_SUFFIX)
+
+    def for_live(self) -> "WorkerQuerySet":
+        """Consumers of the live sessions' queue (`run_live`)."""
+        return self.filter(queue__endswith=LIVE_QUEUE_SUFFIX)
 
 
 class Worker(models.Model):
@@ -374,3 +385,65 @@ class Worker(models.Model):
     @property
     def is_alive(self) -> bool:
         return self.seen_at >= timezone.now() - self.stale_after()
+
+
+class LiveStatus(models.TextChoices):
+    WAITING = "waiting", _("Waiting for a live worker")
+    LIVE = "live", _("Live")
+    ENDED = "ended", _("Ended")
+    FAILED = "failed", _("Failed")
+
+
+class LiveSessionQuerySet(models.QuerySet):
+    def active(self) -> "LiveSessionQuerySet":
+        """Sessions holding a place: waiting for a live worker (briefly), or decoding with a
+        recent heartbeat. One whose processes died stops counting on its own."""
+        now = timezone.now()
+        stale = now - timedelta(seconds=max(30.0, 3 * settings.JOB_HEARTBEAT_SECONDS))
+        return self.filter(models.Q(status=LiveStatus.WAITING, created_at__gte=stale)
+                           | models.Q(status=LiveStatus.LIVE, heartbeat_at__gte=stale))
+
+
+class LiveSession(models.Model):
+    """One live transcription (the /live page or the /v1/live WebSocket): who opened it, with what
+    settings, how it ended, and the job it became (its recording, decoded again offline)."""
+
+    Status = LiveStatus
+
+    id = models.UUIDField(_("id"), primary_key=True, default=uuid.uuid4, editable=False)
+    status = models.CharField(_("status"), max_length=10, choices=LiveStatus.choices, default=LiveStatus.WAITING,
+                              db_index=True)
+    client = models.CharField(_("client"), max_length=200, blank=True,
+                              help_text=_("token, user or address the session limits count by"))
+    model = models.CharField(_("model"), max_length=50)
+    engine = models.CharField(_("engine"), max_length=20)
+    options = models.JSONField(_("options"), default=dict, help_text=_("as for a job: model, language, task"))
+    created_at = models.DateTimeField(_("created at"), default=timezone.now, db_index=True)
+    started_at = models.DateTimeField(_("started at"), null=True, blank=True)
+    ended_at = models.DateTimeField(_("ended at"), null=True, blank=True)
+    heartbeat_at = models.DateTimeField(_("heartbeat at"), null=True, blank=True)
+    worker = models.CharField(_("worker"), max_length=100, blank=True)
+    audio_seconds = models.FloatField(_("audio (s)"), default=0.0)
+    text = models.TextField(_("live transcript"), blank=True,
+                            help_text=_("the words confirmed while the session ran"))
+    end_reason = models.CharField(_("how it ended"), max_length=200, blank=True)
+    end_code = models.PositiveIntegerField(_("close code"), null=True, blank=True)
+    job = models.OneToOneField(Job, verbose_name=_("job"), null=True, blank=True, on_delete=models.SET_NULL,
+                               related_name="live_session")
+
+    objects = LiveSessionQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = _("live session")
+        verbose_name_plural = _("live sessions")
+
+    def __str__(self) -> str:
+        return f"live {self.id}"
+
+    @property
+    def request(self):
+        """The options as a job request (TranscribeOptions)."""
+        from .schemas import TranscribeOptions
+
+        return TranscribeOptions.model_validate(self.options)

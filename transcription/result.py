@@ -45,6 +45,16 @@ class StoredSegment(Segment):
     tokens: list[int] = []
 
 
+class LiveOrigin(BaseModel):
+    """Where a job from a live session came from: its result is the recording decoded again
+    offline after the session (whole sentences, both sides of every word: better than live), and
+    `text` is what the session confirmed while it ran."""
+
+    session_id: str
+    text: str
+    redecoded: bool = True
+
+
 class Result(BaseModel):
     """The specification's response, plus what a client needs to know about how it was made."""
 
@@ -67,6 +77,7 @@ class Result(BaseModel):
     options: dict[str, Any]
     timings: dict[str, float | None]
     speakers: list[Speaker] | None = None  # with diarize, in order of first speech
+    live: LiveOrigin | None = None  # a live session's recording
 
 
 def speaker_names(result: dict, renamed: dict | None = None) -> dict[str, str]:

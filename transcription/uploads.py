@@ -3,6 +3,7 @@ disk, hashes as it goes and stops reading past MAX_UPLOAD_BYTES."""
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import unicodedata
 from pathlib import PurePosixPath, PureWindowsPath
@@ -154,3 +155,62 @@ class CappedHashingUploadHandler(TemporaryFileUploadHandler):
         if uploaded is not None:
             uploaded.sha256 = self._sha.hexdigest()
         return uploaded
+
+
+class UploadCap:
+    """ASGI: refuse a request body over MAX_UPLOAD_BYTES (and some room for the form) before Django
+    reads it. Django's ASGI handler spools the whole body to disk before any view or upload handler
+    runs, so without this an oversized upload would be written out in full first. A declared
+    Content-Length is refused at once; a chunked body once it passes the cap."""
+
+    FORM_ROOM = 1024 * 1024  # the other fields of a multipart form
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        cap = settings.MAX_UPLOAD_BYTES + self.FORM_ROOM
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > cap:
+            return await self._refuse(scope, send)
+        seen = 0
+        over = False
+
+        async def counted():
+            nonlocal seen, over
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > cap:
+                    over = True
+                    return {"type": "http.disconnect"}  # Django stops reading and answers nothing
+            return message
+
+        started = False
+
+        async def watched_send(message):
+            nonlocal started
+            if over and not started:
+                return  # the refusal below answers instead
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        await self.app(scope, counted, watched_send)
+        if over and not started:
+            await self._refuse(scope, send)
+
+    @staticmethod
+    async def _refuse(scope, send) -> None:
+        message = str(too_large())
+        if scope.get("path", "").startswith("/v1/"):
+            body = {"error": {"message": message, "type": "invalid_request_error", "param": "file",
+                              "code": "file_too_large"}}
+        else:
+            body = {"detail": message, "field": "file"}
+        data = json.dumps(body).encode()
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode()),
+                                (b"connection", b"close")]})
+        await send({"type": "http.response.body", "body": data})

@@ -1,12 +1,13 @@
 """Health: each dependency checked for real, and the model listing."""
 from __future__ import annotations
 
+from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
 from .. import audio, engines, modelstore, speakers
 from ..models import Job, Worker
-from .recovery import NO_WORKER
+from .recovery import NO_LIVE_WORKER, NO_WORKER
 
 # --- health ----------------------------------------------------------------------------------------
 
@@ -54,7 +55,7 @@ def health() -> dict:
 
         if HUEY.immediate:
             return {"alive": 0, "immediate": True, "workers": []}
-        alive = list(Worker.objects.alive())
+        alive = list(Worker.objects.alive().for_jobs())
         if not alive:  # not an error of this process: say so plainly, not as an exception
             return {"ok": False, "error": NO_WORKER, "alive": 0, "workers": []}
         running = {}
@@ -66,12 +67,23 @@ def health() -> dict:
              "seen_seconds_ago": round((now - w.seen_at).total_seconds(), 1),
              "running_jobs": running.get(w.name, [])} for w in alive]}
 
-    for name, fn in (("database", database), ("queue", queue), ("workers", workers), ("ffmpeg", ffmpeg),
-                     ("engine", engine), ("models", models)):
+    def live():
+        from ..models import LiveSession
+
+        alive = list(Worker.objects.alive().for_live())
+        report = {"workers": len(alive), "places": sum(w.threads for w in alive),
+                  "sessions": LiveSession.objects.active().count(), "max_sessions": settings.LIVE_MAX_SESSIONS}
+        if not alive:
+            return {"ok": False, "error": NO_LIVE_WORKER, **report}
+        return report
+
+    for name, fn in (("database", database), ("queue", queue), ("workers", workers), ("live", live),
+                     ("ffmpeg", ffmpeg), ("engine", engine), ("models", models)):
         check(name, fn)
     failed = [name for name, c in checks.items() if not c["ok"]]
-    # Without a worker the service still takes jobs (they wait): degraded, not down.
-    status = "ok" if not failed else "degraded" if failed == ["workers"] else "error"
+    # Without a worker the service still takes jobs (they wait), and without a live worker it
+    # still does all but live sessions: degraded, not down.
+    status = "ok" if not failed else "degraded" if set(failed) <= {"workers", "live"} else "error"
     return {"status": status, "checks": checks}
 
 

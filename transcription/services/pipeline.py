@@ -247,8 +247,11 @@ def result_names(job: Job) -> tuple[str, str]:
 
 def build_result(job: Job, transcript: Transcript, offset: float, duration: float, timings: dict) -> Result:
     """The job's result, once: segments and words already on the uploaded file's timeline."""
+    from ..models import LiveSession
+
     uploaded, txt_name = result_names(job)
     decode = job.spec.decode
+    live = LiveSession.objects.filter(job=job).values("id", "text").first()
     segments = [StoredSegment(
         id=seg.id, start=round(seg.start, 3), end=round(seg.end, 3), text=seg.text.strip(), seek=seg.seek,
         tokens=seg.tokens, avg_logprob=seg.avg_logprob, no_speech_prob=seg.no_speech_prob,
@@ -265,6 +268,7 @@ def build_result(job: Job, transcript: Transcript, offset: float, duration: floa
         segments=segments, uploaded_file=uploaded, result_file=txt_name, job_id=str(job.id),
         duration=round(duration, 3), silence_offset=round(offset, 3),
         options={**job.options, "model": job.model, "engine": job.engine}, timings=timings,
+        live={"session_id": str(live["id"]), "text": live["text"]} if live else None,
     )
 
 

@@ -99,11 +99,13 @@ def workers_available() -> bool:
     """Whether a job put in the queue now will be taken: a live consumer, or tasks run in-process."""
     from huey.contrib.djhuey import HUEY
 
-    return HUEY.immediate or Worker.objects.alive().exists()
+    return HUEY.immediate or Worker.objects.alive().for_jobs().exists()
 
 
 NO_WORKER = ("no worker is running, so the job waits in the queue until one starts"
              " (python manage.py run_huey, or make run)")
+NO_LIVE_WORKER = ("no live worker is running, so live transcription is unavailable"
+                  " (python manage.py run_live, or make run)")
 
 
 def reap_stale_jobs() -> dict[str, int]:

@@ -1,7 +1,8 @@
-"""manage.py serve: the web server and one Huey consumer together; Ctrl-C stops both cleanly.
+"""manage.py serve: the web server (uvicorn, ASGI: pages, API, live WebSockets), one Huey consumer
+for jobs and one for live sessions, together; Ctrl-C stops them all cleanly.
 
 Each child runs in its own process group, so a terminal's Ctrl-C reaches this command alone and
-each child is told once (runserver, told twice, printed chained tracebacks). The worker is given
+each child is told once. The worker is given
 its whole shutdown time (HUEY_SHUTDOWN_TIMEOUT, then the hand-back of running jobs) instead of
 being killed while it hands jobs back. A second Ctrl-C tells the worker not to wait for running
 jobs; a third kills what is left."""
@@ -28,6 +29,14 @@ def _child_setup() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
+def web_command(host: str, port: str) -> list[str]:
+    """uvicorn serving project.asgi, with WebSocket messages capped a little over the live limit
+    (the session itself refuses anything over LIVE_MAX_FRAME_BYTES, with a reason)."""
+    return [sys.executable, "-m", "uvicorn", "project.asgi:application", "--host", host, "--port", port,
+            "--lifespan", "off", "--ws-max-size", str(4 * settings.LIVE_MAX_FRAME_BYTES),
+            "--timeout-graceful-shutdown", "5", "--no-server-header"]
+
+
 class Command(BaseCommand):
     help = "Run the web server and a Huey consumer in one terminal (for local use)."
 
@@ -38,18 +47,28 @@ class Command(BaseCommand):
     def handle(self, addrport, workers, **_):
         manage = [sys.executable, os.path.abspath(sys.argv[0])]
         start = dict(preexec_fn=_child_setup, process_group=0)
+        host, _, port = addrport.rpartition(":")
         worker = subprocess.Popen([*manage, "run_huey", "--workers", str(workers)], **start)
-        web = subprocess.Popen([*manage, "runserver", addrport, "--noreload"], **start)
-        self.stdout.write(f"web on http://{addrport}/ (API docs at /docs), worker started; Ctrl-C stops both")
+        live = subprocess.Popen([*manage, "run_live"], **start)
+        web = subprocess.Popen(web_command(host or "127.0.0.1", port), **start)
+        self.stdout.write(f"web on http://{addrport}/ (API docs at /docs, live at /live), workers started;"
+                          " Ctrl-C stops them all")
         self.stdout.flush()
 
         signals = []
         for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(signum, lambda n, _frame: signals.append(n))
-        while not signals and worker.poll() is None and web.poll() is None:
+        while not signals and all(p.poll() is None for p in (worker, live, web)):
             time.sleep(0.2)
+        if live.poll() is None:
+            live.send_signal(signal.SIGINT if not signals or signals[0] == signal.SIGINT else signal.SIGTERM)
         self._stop(web, worker, signals)
-        codes = {"web server": web.returncode, "worker": worker.returncode}
+        try:  # its sessions end at once: each keeps its recording as a job, then it exits
+            live.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            live.kill()
+            live.wait()
+        codes = {"web server": web.returncode, "worker": worker.returncode, "live worker": live.returncode}
         failed = {name: code for name, code in codes.items() if code not in (0, None)}
         if failed:
             self.stderr.write("stopped with errors: " + ", ".join(f"{n} exit status {c}" for n, c in failed.items()))
