@@ -204,17 +204,27 @@ def sideways(page) -> list[str]:
     return page.evaluate(SIDEWAYS)
 
 
-def screenshot(page, name: str, folder: Path | None = None) -> Path:
+def screenshot(page, name: str, folder: Path | None = None, settle: bool = True) -> Path:
     """Save a full-page screenshot in `folder` (default: with the run's files); also into docs/
-    with UPDATE_SCREENSHOTS=1."""
+    with UPDATE_SCREENSHOTS=1. settle=False: without waiting for transitions (a page that keeps
+    moving, such as a level meter)."""
     out = (folder or Path(os.environ.get("TEST_RUN_DIR", "/tmp")) / "screenshots") / name
     out.parent.mkdir(parents=True, exist_ok=True)
     page.mouse.move(0, 0)  # no hover effects in the picture
     page.evaluate("window.scrollTo(0, 0)")  # sticky parts (the player bar) where they sit at the top
     # let hover and highlight transitions end (CSS transitions are animations to the page)
-    page.evaluate("Promise.all(document.getAnimations().map(a => a.finished))")
+    if settle:
+        page.evaluate("Promise.all(document.getAnimations().map(a => a.finished))")
     page.screenshot(path=str(out), full_page=True)
     if os.environ.get("UPDATE_SCREENSHOTS") == "1" and folder is None:
         DOCS.mkdir(exist_ok=True)
         shutil.copyfile(out, DOCS / name)
     return out
+
+
+def fake_microphone(chromium, wav: Path):
+    """Another Chromium (from the same Playwright) whose microphone plays `wav` (looping), with
+    the permission granted: what a person speaking into the live page sounds like to it."""
+    return _Shared.playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS + [
+        "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+        f"--use-file-for-fake-audio-capture={wav}"])

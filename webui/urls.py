@@ -6,6 +6,7 @@ app_name = "webui"
 
 urlpatterns = [
     path("", views.index, name="index"),
+    path("live", views.live, name="live"),
     path("jobs/", views.history, name="history"),
     path("jobs/<uuid:job_id>/", views.job_page, name="job"),
     path("jobs/<uuid:job_id>/audio", views.job_audio, name="audio"),

@@ -62,6 +62,13 @@ def js_strings() -> dict[str, str]:
         "size_bytes": _("%(value)s bytes"), "size_kb": _("%(value)s KB"), "size_mb": _("%(value)s MB"),
         "size_gb": _("%(value)s GB"),
         "cannot_play": _("Your browser cannot play this file; the transcript is still usable."),
+        "live_microphone": _("Asking for the microphone…"),
+        "live_no_microphone": _("The microphone could not be opened: %(error)s"),
+        "live_waiting": _("Connected; waiting for the live worker to load the model…"),
+        "live_listening": _("Listening: speak now."),
+        "live_ending": _("Ending: confirming the last words and keeping the recording…"),
+        "live_kept": _("the recording is kept as a job"),
+        "live_closed": _("The connection closed (%(code)s) %(reason)s"),
     }
 
 
@@ -76,6 +83,18 @@ def index(request: HttpRequest) -> HttpResponse:
         "max_size": filesize(settings.MAX_UPLOAD_BYTES),
         "js_strings": js_strings(),
         "no_worker": not services.workers_available(),
+    })
+
+
+@require_safe
+@private_when_tokens
+def live(request: HttpRequest) -> HttpResponse:
+    form = OptionsForm()
+    unavailable = services.live_unavailable()
+    return render(request, "webui/live.html", {
+        "fields": [form["language"], form["task"], form["model"]],
+        "live_available": not unavailable, "live_unavailable": unavailable,
+        "js_strings": js_strings(),
     })
 
 

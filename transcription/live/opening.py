@@ -9,10 +9,10 @@ import pydantic
 from django.conf import settings
 from django.db import transaction
 
-from ..models import LiveSession, Worker
+from ..models import LiveSession
 from ..schemas import TranscribeOptions
 from ..services.base import ServiceError
-from ..services.recovery import NO_LIVE_WORKER
+from ..services.recovery import live_unavailable
 from . import session as codes
 from .files import SessionFiles
 
@@ -65,15 +65,14 @@ def open_session(query: dict[str, str], client: str) -> LiveSession:
     from ..services import intake
     from .queue import run_session
 
-    if settings.LIVE_MAX_SESSIONS == 0:
-        raise Refused(codes.TRY_LATER, "live transcription is turned off on this server (LIVE_MAX_SESSIONS=0)")
     options = options_from(query)
     try:
         chosen = intake.plan(options)
     except ServiceError as exc:
         raise Refused(codes.BAD_REQUEST, f"{exc.field}: {exc.message}" if exc.field else exc.message) from None
-    if not Worker.objects.alive().for_live().exists():
-        raise Refused(codes.TRY_LATER, NO_LIVE_WORKER)
+    unavailable = live_unavailable()
+    if unavailable:
+        raise Refused(codes.TRY_LATER, unavailable)
     with transaction.atomic():
         active = LiveSession.objects.active()
         if active.count() >= settings.LIVE_MAX_SESSIONS:

@@ -8,12 +8,13 @@ from .health import health, models_listing
 from .housekeeping import delete_jobs, delete_uploads, media_path, purge
 from .intake import MAX_BATCH_FILES, cancel, create_batch, create_job, plan, retry, wait_for
 from .pipeline import release_idle_models, run_job
-from .recovery import NO_WORKER, WorkerPresence, reap_stale_jobs, stop_running_jobs, workers_available
+from .recovery import (NO_WORKER, WorkerPresence, live_unavailable, reap_stale_jobs, stop_running_jobs,
+                       workers_available)
 from .results import MAX_SPEAKER_NAME, rename_speakers, result_file
 
 __all__ = [
     "MAX_BATCH_FILES", "MAX_SPEAKER_NAME", "NO_WORKER", "ServiceError", "WorkerPresence", "cancel",
     "create_batch", "create_job", "delete_jobs", "delete_uploads", "health", "media_path", "models_listing",
     "plan", "purge", "reap_stale_jobs", "release_idle_models", "rename_speakers", "result_file", "retry", "run_job",
-    "stop_running_jobs", "wait_for", "worker_id", "workers_available",
+    "stop_running_jobs", "wait_for", "worker_id", "workers_available", "live_unavailable",
 ]

@@ -102,6 +102,17 @@ def workers_available() -> bool:
     return HUEY.immediate or Worker.objects.alive().for_jobs().exists()
 
 
+def live_unavailable() -> str | None:
+    """Why a live session could not open now (None: it could)."""
+    from django.conf import settings
+
+    if settings.LIVE_MAX_SESSIONS == 0:
+        return "live transcription is turned off on this server (LIVE_MAX_SESSIONS=0)"
+    if not Worker.objects.alive().for_live().exists():
+        return NO_LIVE_WORKER
+    return None
+
+
 NO_WORKER = ("no worker is running, so the job waits in the queue until one starts"
              " (python manage.py run_huey, or make run)")
 NO_LIVE_WORKER = ("no live worker is running, so live transcription is unavailable"

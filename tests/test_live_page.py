@@ -1,0 +1,83 @@
+"""The /live page in a real browser: Chromium's fake microphone plays a shared recording into it,
+through the AudioWorklet and the WebSocket to a run_live worker, then the session is a job."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+
+from tests import conversations
+from tests.browser import Pages, check_accessible_basics, chromium, fake_microphone, screenshot  # noqa: F401
+from tests.conftest import JFK_REFERENCE, _wait_announced, asgi_server, normalise_words, wer
+from tests.test_live import wait_job
+
+pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+
+
+@pytest.fixture(scope="module")
+def asgi(django_db_setup):
+    yield from asgi_server()
+
+
+@pytest.fixture
+def live(asgi, live_worker, worker):
+    from django.conf import settings
+
+    _wait_announced(live_worker, Path(settings.DATA_DIR) / "live.log")
+    _wait_announced(worker, Path(settings.DATA_DIR) / "worker.log")
+    return asgi
+
+
+@pytest.fixture
+def microphone(chromium, tmp_path):
+    """A browser whose microphone says JFK's sentence, then stays silent for 10 s (then repeats)."""
+    speech = conversations.clip("jfk.flac")
+    wav = conversations.write(np.concatenate([speech, np.zeros(10 * 16000, dtype=np.float32)]),
+                              tmp_path / "microphone.wav")
+    browser = fake_microphone(chromium, wav)
+    yield browser
+    browser.close()
+
+
+def test_speaking_into_the_page_shows_words_as_spoken_then_the_session_is_a_job(live, microphone):
+    pages = Pages(microphone, live)
+    page = pages.open("/live", permissions=["microphone"])
+    check_accessible_basics(page)
+    page.select_option("#id_language", "en")
+    page.click("#live-start")
+    # tentative words (grey) come first, then final ones
+    page.wait_for_function("window.liveLog.some(e => e.message.type === 'partial' && e.message.text)", timeout=60_000)
+    page.wait_for_function("document.getElementById('live-final').textContent.trim().split(' ').length >= 3",
+                           timeout=60_000)
+    assert page.evaluate("window.levels.some(level => level > 0.01)")  # the meter moved with the voice
+    # the whole sentence, to its second "country", is final before Stop
+    page.wait_for_function("document.getElementById('live-final').textContent.toLowerCase().split('country').length > 2",
+                           timeout=60_000)
+    assert page.evaluate("window.liveLog.some(e => e.message.type === 'partial' && e.message.text)")
+    screenshot(page, "live-page.png", settle=False)
+    page.click("#live-stop")
+    page.wait_for_selector("#live-job:not([hidden])", timeout=60_000)
+    spoken = page.inner_text("#live-final")
+    assert wer(JFK_REFERENCE, spoken) <= 0.2, spoken
+    ended = page.evaluate("window.liveLog.find(e => e.message.type === 'ended').message")
+    assert ended["code"] == 1000 and normalise_words(ended["text"]) == normalise_words(spoken)
+    page.click("#live-job-link")
+    page.wait_for_selector('#job-status[data-status="done"]', timeout=120_000)
+    job = wait_job(live, ended["job_id"])
+    assert wer(JFK_REFERENCE, job["result"]["text"]) <= 0.1
+    assert job["result"]["live"]["text"] == ended["text"]
+    pages.close()
+    assert not pages.errors and not pages.outside
+
+
+def test_the_page_says_when_no_live_worker_runs(live, microphone):
+    from transcription.models import Worker
+
+    Worker.objects.filter(queue__endswith="-live").delete()  # as if run_live were not running
+    page = Pages(microphone, live).open("/live")
+    assert "no live worker is running" in page.inner_text("#live-unavailable")
+    assert page.is_disabled("#live-start")
+    answer = requests.get(f"{live}/health", timeout=30).json()
+    assert answer["checks"]["live"]["ok"] in (False, True)  # the worker may have announced itself again

@@ -1,0 +1,129 @@
+/* The live page: the microphone through an AudioWorklet (16-kHz mono PCM) to the /v1/live
+   WebSocket; final words in black, the tentative tail in grey; a level meter; Stop ends the
+   session, which becomes a job. Every message received is also kept in window.liveLog (with the
+   time it came, in ms since Start) for the benchmark and the tests. */
+(function () {
+  "use strict";
+  const { t } = window.STT;
+  const form = document.getElementById("live-form");
+  const start = document.getElementById("live-start");
+  const stop = document.getElementById("live-stop");
+  const status = document.getElementById("live-status");
+  const level = document.getElementById("live-level");
+  const finalText = document.getElementById("live-final");
+  const partialText = document.getElementById("live-partial");
+  const jobBox = document.getElementById("live-job");
+  const jobLink = document.getElementById("live-job-link");
+  const workletUrl = document.getElementById("live-script").dataset.worklet;
+  window.liveLog = [];
+  window.levels = [];  // the meter's readings (RMS), for the tests
+
+  let socket = null, context = null, stream = null, began = 0, ended = false;
+
+  const say = (text) => { status.textContent = text; };
+
+  function settings() {
+    const params = new URLSearchParams();
+    for (const field of form.elements) {
+      if (field.name && field.value) params.set(field.name, field.value);
+    }
+    return params;
+  }
+
+  async function openMicrophone() {
+    stream = await navigator.mediaDevices.getUserMedia({
+      audio: { channelCount: 1, echoCancellation: true, noiseSuppression: true },
+    });
+    try {
+      context = new AudioContext({ sampleRate: 16000 });
+    } catch (e) {
+      context = new AudioContext();  // the worklet resamples
+    }
+    await context.audioWorklet.addModule(workletUrl);
+    const source = context.createMediaStreamSource(stream);
+    const sender = new AudioWorkletNode(context, "pcm-sender");
+    sender.port.onmessage = (e) => {
+      level.style.width = Math.min(100, Math.round(e.data.level * 400)) + "%";
+      if (window.levels.length < 10000) window.levels.push(e.data.level);
+      if (socket && socket.readyState === WebSocket.OPEN && !ended) socket.send(e.data.pcm);
+    };
+    source.connect(sender);
+  }
+
+  function closeMicrophone() {
+    if (stream) stream.getTracks().forEach((track) => track.stop());
+    if (context) context.close().catch(() => {});
+    stream = null;
+    context = null;
+    level.style.width = "0";
+  }
+
+  function show(message) {
+    window.liveLog.push({ at: performance.now() - began, message });
+    switch (message.type) {
+      case "session.started":
+        say(t("live_waiting"));
+        break;
+      case "session.ready":
+        say(t("live_listening"));
+        break;
+      case "final":
+        finalText.append((finalText.textContent ? " " : "") + message.text);
+        break;
+      case "partial":
+        partialText.textContent = message.text ? " " + message.text : "";
+        break;
+      case "error":
+        say(message.message);
+        break;
+      case "ended":
+        ended = true;
+        partialText.textContent = "";
+        say(message.reason + (message.job_id ? " · " + t("live_kept") : ""));
+        if (message.page_url) {
+          jobLink.href = message.page_url;
+          jobBox.hidden = false;
+        }
+        break;
+      default:
+        break;
+    }
+  }
+
+  start.addEventListener("click", async () => {
+    start.disabled = true;
+    ended = false;
+    finalText.textContent = "";
+    partialText.textContent = "";
+    jobBox.hidden = true;
+    window.liveLog = [];
+    say(t("live_microphone"));
+    try {
+      await openMicrophone();
+    } catch (e) {
+      say(t("live_no_microphone", { error: e.message || String(e) }));
+      closeMicrophone();
+      start.disabled = false;
+      return;
+    }
+    const scheme = location.protocol === "https:" ? "wss://" : "ws://";
+    socket = new WebSocket(scheme + location.host + form.dataset.socket + "?" + settings());
+    socket.binaryType = "arraybuffer";
+    began = performance.now();
+    socket.onmessage = (e) => show(JSON.parse(e.data));
+    socket.onopen = () => { stop.disabled = false; };
+    socket.onclose = (e) => {
+      closeMicrophone();
+      stop.disabled = true;
+      start.disabled = false;
+      if (!ended) say(t("live_closed", { code: e.code, reason: e.reason || "" }));
+    };
+  });
+
+  stop.addEventListener("click", () => {
+    stop.disabled = true;
+    closeMicrophone();  // nothing more is recorded; the server confirms the rest
+    say(t("live_ending"));
+    if (socket && socket.readyState === WebSocket.OPEN) socket.send(JSON.stringify({ type: "stop" }));
+  });
+})();
