@@ -174,11 +174,15 @@ def test_bad_requests_get_a_clear_4xx_and_leave_no_job(service, clips, clip, fie
     assert not Job.objects.filter(status__in=["queued", "running"]).exists()
 
 
-def test_health_checks_every_dependency(service, worker):
+def test_health_checks_every_dependency(service, worker, live_worker):
+    from tests.conftest import _wait_announced
+
+    _wait_announced(live_worker, Path(settings.DATA_DIR) / "live.log")
     body = _ok(requests.get(f"{service}/health", timeout=30))
     assert body["status"] == "ok"
     checks = body["checks"]
-    assert set(checks) == {"database", "queue", "workers", "ffmpeg", "engine", "models"}
+    assert set(checks) == {"database", "queue", "workers", "live", "ffmpeg", "engine", "models"}
+    assert checks["live"]["workers"] == 1 and checks["live"]["places"] == 3 and checks["live"]["sessions"] == 0
     assert checks["workers"]["alive"] >= 1 and checks["workers"]["workers"][0]["name"].endswith(":" + str(worker.pid))
     assert checks["ffmpeg"]["version"].startswith("ffmpeg version")
     assert checks["queue"]["backend"] == "SqliteHuey"

@@ -31,7 +31,7 @@ def live(asgi, live_worker, worker):
 
 
 @pytest.fixture
-def microphone(chromium, tmp_path):
+def microphone(chromium, tmp_path):  # noqa: F811
     """A browser whose microphone says JFK's sentence, then stays silent for 10 s (then repeats)."""
     speech = conversations.clip("jfk.flac")
     wav = conversations.write(np.concatenate([speech, np.zeros(10 * 16000, dtype=np.float32)]),
@@ -53,8 +53,8 @@ def test_speaking_into_the_page_shows_words_as_spoken_then_the_session_is_a_job(
                            timeout=60_000)
     assert page.evaluate("window.levels.some(level => level > 0.01)")  # the meter moved with the voice
     # the whole sentence, to its second "country", is final before Stop
-    page.wait_for_function("document.getElementById('live-final').textContent.toLowerCase().split('country').length > 2",
-                           timeout=60_000)
+    page.wait_for_function(
+        "document.getElementById('live-final').textContent.toLowerCase().split('country').length > 2", timeout=60_000)
     assert page.evaluate("window.liveLog.some(e => e.message.type === 'partial' && e.message.text)")
     screenshot(page, "live-page.png", settle=False)
     page.click("#live-stop")
@@ -65,6 +65,7 @@ def test_speaking_into_the_page_shows_words_as_spoken_then_the_session_is_a_job(
     assert ended["code"] == 1000 and normalise_words(ended["text"]) == normalise_words(spoken)
     page.click("#live-job-link")
     page.wait_for_selector('#job-status[data-status="done"]', timeout=120_000)
+    assert "live session" in page.inner_text("#live-origin summary")
     job = wait_job(live, ended["job_id"])
     assert wer(JFK_REFERENCE, job["result"]["text"]) <= 0.1
     assert job["result"]["live"]["text"] == ended["text"]

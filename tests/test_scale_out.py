@@ -1,6 +1,7 @@
-"""Scaled-out mode for real: PostgreSQL + RedisHuey, a gunicorn web process and several consumer
-processes sharing MEDIA_ROOT. One consumer is SIGKILLed mid-inference, another is stopped with
-SIGTERM mid-inference; every job must still finish exactly once with a correct transcript."""
+"""Scaled-out mode for real: PostgreSQL + RedisHuey, uvicorn with two web processes and several
+consumer processes sharing MEDIA_ROOT. One consumer is SIGKILLed mid-inference, another is stopped
+with SIGTERM mid-inference; every job must still finish exactly once with a correct transcript. A
+live session opened on the web processes is decoded by a live worker elsewhere."""
 import os
 import re
 import signal
@@ -8,7 +9,6 @@ import subprocess
 import sys
 import time
 import uuid
-from pathlib import Path
 
 import pytest
 import requests
@@ -66,12 +66,20 @@ def cluster(tmp_path):
             procs.append(proc)
             return proc
 
+        def live_worker(self) -> subprocess.Popen:
+            log = open(tmp_path / "consumer-live.log", "wb")
+            proc = subprocess.Popen([sys.executable, str(REPO / "manage.py"), "run_live", "--sessions", "2"],
+                                    env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+            procs.append(proc)
+            return proc
+
         def web(self) -> str:
+            from transcription.management.commands.serve import web_command
+
             port = free_port()
-            procs.append(subprocess.Popen(
-                [str(Path(sys.executable).parent / "gunicorn"), "project.wsgi", "-b", f"127.0.0.1:{port}",
-                 "-w", "2", "--threads", "4"], env=env, cwd=REPO,
-                stdout=open(tmp_path / "web.log", "wb"), stderr=subprocess.STDOUT))
+            procs.append(subprocess.Popen(  # as the README deploys it: uvicorn, two processes
+                [*web_command("127.0.0.1", str(port)), "--workers", "2"], env=env, cwd=REPO,
+                stdout=open(tmp_path / "web.log", "wb"), stderr=subprocess.STDOUT, start_new_session=True))
             url = f"http://127.0.0.1:{port}"
             wait_up(f"{url}/health", healthy=False)
             return url
@@ -90,7 +98,10 @@ def cluster(tmp_path):
     finally:
         for proc in procs:
             if proc.poll() is None:
-                proc.kill()
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)  # uvicorn's supervisor and its workers
+                except (PermissionError, ProcessLookupError):
+                    proc.kill()
                 proc.wait(timeout=10)
         for key in rds.scan_iter(f"*{name}*"):
             rds.delete(key)
@@ -184,3 +195,30 @@ def test_jobs_whose_tasks_a_redis_restart_lost_are_enqueued_again(cluster, clips
     logs = cluster.logs()
     assert f"job={job_id} event=reenqueued reason=task_lost" in logs
     assert logs.count(f"job={job_id} event=done") == 1
+
+
+def test_a_live_session_is_decoded_by_a_live_worker_and_its_job_by_a_consumer(cluster):
+    """Live sessions are tasks of their own Redis queue (the jobs' name + "-live"), taken by any
+    `run_live` process; the web process holding the socket and that worker share only PostgreSQL,
+    Redis and MEDIA_ROOT."""
+    from tests import conversations
+    from tests.test_live import LiveClient, wait_job, ws_url
+    from huey import RedisHuey
+
+    cluster.consumer("a")
+    cluster.live_worker()
+    url = cluster.web()
+    deadline = time.monotonic() + 120
+    while not requests.get(f"{url}/health", timeout=30).json()["checks"]["live"]["ok"]:
+        assert time.monotonic() < deadline, cluster.logs()[-3000:]
+        time.sleep(0.3)
+    client = LiveClient(ws_url(url, language="en"))
+    client.send_audio(conversations.clip("jfk.flac"), speed=2)
+    client.stop()
+    end = client.ended()
+    assert end["code"] == 1000 and "ask not what your country" in end["text"].lower()
+    assert RedisHuey(cluster.queue_name + "-live", url=REDIS_URL).pending_count() == 0
+    job = wait_job(url, end["job_id"])
+    assert job["status"] == "done" and "ask not what your country" in job["result"]["text"].lower()
+    rows = cluster.rows("SELECT status, end_code, job_id::text FROM transcription_livesession")
+    assert rows == [("ended", 1000, end["job_id"])]

@@ -1,4 +1,5 @@
-"""`manage.py serve` (what `make run` starts): web server and worker together, Ctrl-C stops both."""
+"""`manage.py serve` (what `make run` starts): web server, job worker and live worker together;
+Ctrl-C stops them all."""
 import os
 import signal
 import subprocess
@@ -52,7 +53,7 @@ def serve(tmp_path):
             os.killpg(proc.pid, signal.SIGKILL)
 
 
-def test_serve_runs_web_and_worker_and_sigint_stops_both(serve, clips):
+def test_serve_runs_web_and_workers_and_sigint_stops_them_all(serve, clips):
     proc, base = serve
     with open(clips["flac"], "rb") as fh:
         resp = requests.post(f"{base}/transcribe", files={"file": fh},
@@ -60,11 +61,35 @@ def test_serve_runs_web_and_worker_and_sigint_stops_both(serve, clips):
                              timeout=300)
     assert resp.status_code == 200 and "ask not" in resp.json()["text"].lower(), proc.log_tail()
     children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
-    assert len(children) == 2
+    assert len(children) == 3  # uvicorn, run_huey, run_live
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=45) == 0
     for pid in children:
         assert not os.path.exists(f"/proc/{pid}") or "zombie" in open(f"/proc/{pid}/status").read()
+
+
+def test_ctrl_c_during_a_live_session_closes_it_with_1012_and_keeps_the_recording(serve, tmp_path):
+    import sqlite3
+
+    from tests import conversations
+    from tests.test_live import LiveClient, ws_url
+
+    proc, base = serve
+    client = LiveClient(ws_url(base, language="en"))
+    client.send_audio(conversations.clip("jfk.flac", 0, 6.0), speed=3)
+    client.wait_for("session.ready")
+    session_id = client.of_type("session.started")[0]["session_id"]
+    interrupt(proc)  # Ctrl-C in the terminal
+    assert proc.wait(timeout=90) == 0, proc.log_tail()
+    assert client.closed.wait(10) and client.ws.close_code == 1012
+    assert "live worker" in proc.output() and "stopped" in proc.output()
+    db = sqlite3.connect(tmp_path / "db.sqlite3")
+    status, code, job_id, seconds = db.execute(
+        "SELECT status, end_code, job_id, audio_seconds FROM transcription_livesession WHERE id = ?",
+        (session_id.replace("-", ""),)).fetchone()
+    assert status == "ended" and code == 1012 and job_id and seconds == pytest.approx(6.0, abs=0.11)
+    # the recording waits in the queue as a job: the next start transcribes it
+    assert db.execute("SELECT status FROM transcription_job WHERE id = ?", (job_id,)).fetchone() == ("queued",)
 
 
 def test_sigint_lets_the_running_job_finish_before_the_worker_exits(serve, tmp_path, eval_dir):

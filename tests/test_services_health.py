@@ -6,7 +6,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import requests
@@ -21,7 +20,8 @@ pytestmark = pytest.mark.integration
 def web_only(tmp_path):
     """`manage.py runserver` with its own DATA_DIR and no worker; yields (base URL, env). Heartbeats
     every second, so a worker is counted gone 3 s after its last one."""
-    env = deployment_env(tmp_path, JOB_HEARTBEAT_SECONDS="1")
+    # live sessions turned off: the job worker alone decides health here (tests/test_live.py has the rest)
+    env = deployment_env(tmp_path, JOB_HEARTBEAT_SECONDS="1", LIVE_MAX_SESSIONS="0")
     subprocess.run([sys.executable, str(REPO / "manage.py"), "migrate", "-v0"], env=env, check=True)
     port = free_port()
     with open(tmp_path / "web.log", "wb") as log:
@@ -106,8 +106,9 @@ def test_a_killed_worker_stops_counting_after_three_missed_heartbeats(web_only, 
 
 
 def _web(env: dict, port: int) -> subprocess.Popen:
-    proc = subprocess.Popen([str(Path(sys.executable).parent / "gunicorn"), "project.wsgi",
-                             "-b", f"127.0.0.1:{port}", "-w", "1", "--threads", "4"], env=env, cwd=REPO,
+    from transcription.management.commands.serve import web_command
+
+    proc = subprocess.Popen(web_command("127.0.0.1", str(port)), env=env, cwd=REPO,  # uvicorn, as deployed
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_up(f"http://127.0.0.1:{port}/health", timeout=30, healthy=False)  # its 503 is the test
@@ -122,7 +123,7 @@ def _web(env: dict, port: int) -> subprocess.Popen:
     ({"HUEY_REDIS_URL": "redis://127.0.0.1:1/0"}, "queue"),
 ])
 def test_a_dependency_that_is_down_gives_503_with_a_clear_message(tmp_path, clips, broken, check):
-    env = deployment_env(tmp_path)
+    env = deployment_env(tmp_path, LIVE_MAX_SESSIONS="0")
     subprocess.run([sys.executable, str(REPO / "manage.py"), "migrate", "-v0"], env=env, check=True)
     port = free_port()
     proc = _web({**env, **broken}, port)

@@ -20,7 +20,7 @@ from webui import display
 from webui.templatetags.webui import clock, filesize, secs
 
 from . import formats, selectors, services
-from .models import Job, Upload, Worker
+from .models import Job, LiveSession, Upload, Worker
 
 admin.site.site_header = _("Whisper transcription")
 admin.site.site_title = _("Whisper transcription admin")
@@ -497,3 +497,42 @@ class WorkerAdmin(ReviewOnly, admin.ModelAdmin):
         return format_html_join(", ", '<a href="{}">{}</a>', (
             (reverse("admin:transcription_job_change", args=[job.pk]), job.upload.original_name) for job in jobs
         )) or "—"
+
+
+@admin.register(LiveSession)
+class LiveSessionAdmin(ReviewOnly, admin.ModelAdmin):
+    """Live sessions: who, with what settings, how each ended, and the job its recording became."""
+
+    list_display = ("short_id", "status", "created", "audio", "model", "client", "ended_how", "job_link")
+    list_filter = ("status", "model")
+    search_fields = ("id", "client", "text")
+    readonly_fields = ("id", "status", "client", "model", "engine", "options", "created_at", "started_at",
+                       "ended_at", "heartbeat_at", "worker", "audio_seconds", "text", "end_reason", "end_code",
+                       "job_link")
+    fields = readonly_fields
+
+    def has_change_permission(self, request, obj=None):
+        return request.method in ("GET", "HEAD") and super().has_change_permission(request, obj)
+
+    @admin.display(description=_("Id"), ordering="id")
+    def short_id(self, session: LiveSession) -> str:
+        return str(session.id)[:8]
+
+    @admin.display(description=_("Created"), ordering="created_at")
+    def created(self, session: LiveSession):
+        return short_datetime(session.created_at)
+
+    @admin.display(description=_("Audio"), ordering="audio_seconds")
+    def audio(self, session: LiveSession) -> str:
+        return f"{session.audio_seconds:.1f} s"
+
+    @admin.display(description=_("How it ended"))
+    def ended_how(self, session: LiveSession) -> str:
+        return f"{session.end_reason} ({session.end_code})" if session.end_code else "—"
+
+    @admin.display(description=_("Job"))
+    def job_link(self, session: LiveSession):
+        if session.job_id is None:
+            return "—"
+        return format_html('<a href="{}">{}</a>', reverse("admin:transcription_job_change", args=[session.job_id]),
+                           str(session.job_id)[:8])

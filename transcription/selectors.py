@@ -60,3 +60,10 @@ def batch_jobs(batch: Batch) -> QuerySet[Job]:
 
 def running_jobs(worker: Worker) -> QuerySet[Job]:
     return Job.objects.filter(status=Job.Status.RUNNING, worker=worker.name).select_related("upload")
+
+
+def live_session_of(job: Job):
+    """The live session whose recording the job is, if it is one."""
+    from .models import LiveSession
+
+    return LiveSession.objects.filter(job=job).first()

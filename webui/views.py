@@ -135,6 +135,7 @@ def _job_context(job: Job, form: OptionsForm | None = None, names_form: SpeakerN
         "active": job.status in (Job.Status.QUEUED, Job.Status.RUNNING),
         "retry_form": form or OptionsForm(initial=OptionsForm.initial_from_job(job)),
         "audio_stored": job.upload.is_stored,
+        "live_session": reads.live_session_of(job),
         "js_strings": js_strings(),
     }
 

@@ -52,7 +52,8 @@ def authorize(token: str | None, user) -> None:
 def options_from(query: dict[str, str]) -> TranscribeOptions:
     unknown = sorted(set(query) - set(PARAMETERS) - {"token"})
     if unknown:
-        raise Refused(codes.BAD_REQUEST, f"unknown parameter {unknown[0]!r}; a live session takes: {', '.join(PARAMETERS)}")
+        raise Refused(codes.BAD_REQUEST,
+                      f"unknown parameter {unknown[0]!r}; a live session takes: {', '.join(PARAMETERS)}")
     try:
         return TranscribeOptions(**{k: v for k, v in query.items() if k in PARAMETERS})
     except pydantic.ValidationError as exc:

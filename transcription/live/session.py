@@ -71,9 +71,9 @@ def _final(words: list[Word]) -> dict:
 
 def _partial(words: list[Word]) -> dict:
     if not words:
-        return {"type": "partial", "text": "", "start": None, "end": None}
+        return {"type": "partial", "text": "", "start": None, "end": None, "words": []}
     return {"type": "partial", "text": text_of(words), "start": round(words[0].start, 3),
-            "end": round(words[-1].end, 3)}
+            "end": round(words[-1].end, 3), "words": _word_list(words)}
 
 
 def run(session_id: str) -> None:

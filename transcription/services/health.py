@@ -70,8 +70,10 @@ def health() -> dict:
     def live():
         from ..models import LiveSession
 
+        if settings.LIVE_MAX_SESSIONS == 0:
+            return {"enabled": False}  # turned off: nothing to be missing
         alive = list(Worker.objects.alive().for_live())
-        report = {"workers": len(alive), "places": sum(w.threads for w in alive),
+        report = {"enabled": True, "workers": len(alive), "places": sum(w.threads for w in alive),
                   "sessions": LiveSession.objects.active().count(), "max_sessions": settings.LIVE_MAX_SESSIONS}
         if not alive:
             return {"ok": False, "error": NO_LIVE_WORKER, **report}

@@ -1,7 +1,8 @@
 /* The live page: the microphone through an AudioWorklet (16-kHz mono PCM) to the /v1/live
    WebSocket; final words in black, the tentative tail in grey; a level meter; Stop ends the
    session, which becomes a job. Every message received is also kept in window.liveLog (with the
-   time it came, in ms since Start) for the benchmark and the tests. */
+   time it came, in ms since the socket was opened), and window.liveFirstAudio says when the first
+   100 ms of audio left: bench/live.py measures latency from them. */
 (function () {
   "use strict";
   const { t } = window.STT;
@@ -17,6 +18,7 @@
   const workletUrl = document.getElementById("live-script").dataset.worklet;
   window.liveLog = [];
   window.levels = [];  // the meter's readings (RMS), for the tests
+  window.liveClock = () => performance.now() - began;  // the clock liveLog's times are on
 
   let socket = null, context = null, stream = null, began = 0, ended = false;
 
@@ -45,7 +47,11 @@
     sender.port.onmessage = (e) => {
       level.style.width = Math.min(100, Math.round(e.data.level * 400)) + "%";
       if (window.levels.length < 10000) window.levels.push(e.data.level);
-      if (socket && socket.readyState === WebSocket.OPEN && !ended) socket.send(e.data.pcm);
+      if (socket && socket.readyState === WebSocket.OPEN && !ended) {
+        // when the first 100 ms of audio left: the session's time 0 is 100 ms before it
+        if (window.liveFirstAudio === null) window.liveFirstAudio = performance.now() - began;
+        socket.send(e.data.pcm);
+      }
     };
     source.connect(sender);
   }
@@ -97,6 +103,7 @@
     partialText.textContent = "";
     jobBox.hidden = true;
     window.liveLog = [];
+    window.liveFirstAudio = null;
     say(t("live_microphone"));
     try {
       await openMicrophone();
