@@ -5,9 +5,10 @@ text is, and whether the web process stays responsive while sessions run.
 
 A service this script starts (`manage.py serve`: uvicorn, the job worker, the live worker) is
 spoken to through the real page: Playwright drives Debian's Chromium whose fake microphone plays a
-recording built from the shared clips (tests/conversations.py: reading, three English voices with
-exact references, then silence). Each round is one session alone; then two sessions run at once
-(two pages on the same microphone).
+recording built from the shared clips (the English ones with exact references, each once, five
+voices, about a minute, then silence; a new browser for each round, so each session hears it from
+its start). Each round is one session alone; then two sessions run at once (two pages on the same
+microphone).
 
 - Latency of a word: from its time in the recording to its first appearance on the page as
   partial, and as final. A word's time is its end as the offline job (the session's recording
@@ -35,12 +36,20 @@ import requests
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-from bench.speed_accuracy import Paths  # noqa: E402
+from bench.speed_accuracy import CLIPS, Paths, references  # noqa: E402
 from tests import conversations  # noqa: E402
 from tests.browser import CHROMIUM, CHROMIUM_ARGS  # noqa: E402
 from tests.conftest import normalise_words, wer  # noqa: E402
 
 SILENCE_AFTER = 15.0  # seconds of silence after the speech in the fake microphone's file (it loops)
+
+
+def recording() -> tuple[np.ndarray, str]:
+    """The English clips with exact references, each once, 1 s apart, and their text."""
+    refs = references()
+    turns = [(name, conversations.clip(name, 0, keep)) for name, keep in CLIPS]
+    samples, _ = conversations.conversation(turns, gap=1.0)
+    return samples, " ".join(refs[name] for name, _ in CLIPS)
 
 
 def key(word: str) -> str:
@@ -75,8 +84,11 @@ class StatusProbe:
         self.thread.join()
 
 
-def run_sessions(browser, base: str, count: int, speech_seconds: float) -> list[dict]:
-    """`count` pages speaking at once; each page's message log, first-audio time and ended message."""
+def run_sessions(pw, wav: Path, base: str, count: int, speech_seconds: float) -> list[dict]:
+    """`count` pages speaking at once; each page's message log and first-audio time."""
+    browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS + [
+        "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+        f"--use-file-for-fake-audio-capture={wav}"])
     contexts = [browser.new_context(permissions=["microphone"]) for _ in range(count)]
     pages = []
     for context in contexts:
@@ -96,6 +108,7 @@ def run_sessions(browser, base: str, count: int, speech_seconds: float) -> list[
         page.wait_for_function("window.liveLog.some(e => e.message.type === 'ended')", timeout=180_000)
         out.append({"log": page.evaluate("window.liveLog"), "first_audio": page.evaluate("window.liveFirstAudio")})
         context.close()
+    browser.close()
     return out
 
 
@@ -135,7 +148,6 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="base")
     parser.add_argument("--rounds", type=int, default=2, help="sessions alone (then one pair at once)")
-    parser.add_argument("--reading-rounds", type=int, default=2, help="times the three clips are read")
     args = parser.parse_args()
     args.workers, args.language, args.batch_size, args.beam_size = 1, "en", None, None
 
@@ -148,11 +160,12 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="bench-live-") as tmp:
         work = Path(tmp)
-        speech, reference = conversations.reading(rounds=args.reading_rounds)
+        speech, reference = recording()
         speech_seconds = len(speech) / 16000
         wav = conversations.write(np.concatenate([speech, np.zeros(int(SILENCE_AFTER * 16000), np.float32)]),
                                   work / "microphone.wav")
         paths = Paths(args, work)
+        os.environ["LIVE_MAX_SESSIONS_PER_CLIENT"] = "2"  # the two pages at once come from one address
         paths.start_service()
         os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
         try:
@@ -162,24 +175,21 @@ def main() -> None:
             with StatusProbe(paths.base, probe_job) as idle:
                 time.sleep(20)
             with sync_playwright() as pw:
-                browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS + [
-                    "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-                    f"--use-file-for-fake-audio-capture={wav}"])
                 alone = []
                 for r in range(args.rounds):
-                    session = run_sessions(browser, paths.base, 1, speech_seconds)[0]
+                    session = run_sessions(pw, wav, paths.base, 1, speech_seconds)[0]
                     alone.append(score(session, paths.base, reference))
-                    print(f"round {r + 1} alone: {alone[-1]['words']} words, final median"
+                    print(f"round {r + 1} alone: {alone[-1]['words']} words, partial median"
+                          f" {statistics.median(alone[-1]['partial']):.2f} s, final median"
                           f" {statistics.median(alone[-1]['final']):.2f} s", file=sys.stderr, flush=True)
                 with StatusProbe(paths.base, probe_job) as busy:
-                    pair = run_sessions(browser, paths.base, 2, speech_seconds)
+                    pair = run_sessions(pw, wav, paths.base, 2, speech_seconds)
                 together = [score(s, paths.base, reference) for s in pair]
-                browser.close()
         finally:
             paths.stop_service()
 
     print(f"model {args.model}, ctranslate2, {os.cpu_count()} cores; a {speech_seconds:.1f}-s reading"
-          f" ({len(normalise_words(reference).split())} words, three voices) into the page's fake microphone\n")
+          f" ({len(normalise_words(reference).split())} words, five voices) into the page's fake microphone\n")
     print("| sessions | words timed | to partial: median, p95 | to final: median, p95 | WER live |"
           " WER offline job | live − offline |")
     print("|---|---|---|---|---|---|---|")
