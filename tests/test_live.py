@@ -339,3 +339,66 @@ def test_the_asgi_server_streams_events_and_refuses_an_oversized_upload_before_r
     answer = requests.post(f"{limited}/transcribe", files={"file": ("big.wav", big)}, timeout=60)
     assert answer.status_code == 413 and answer.json() == {"detail": "file is larger than the 2.0 MB limit",
                                                            "field": "file"}
+
+
+# --- opening a session: the rules, against the database ---------------------------------------------
+
+
+@pytest.fixture
+def live_worker_row(db):
+    from transcription.models import Worker
+
+    return Worker.objects.create(name="elsewhere:1", host="elsewhere", pid=1, threads=2,
+                                 queue="SqliteHuey:transcription-live")
+
+
+def test_the_overall_limit_counts_every_clients_open_sessions_but_not_dead_ones(settings, live_worker_row):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from transcription.live import opening
+    from transcription.models import LiveSession
+
+    settings.LIVE_MAX_SESSIONS, settings.LIVE_MAX_SESSIONS_PER_CLIENT = 2, 1
+    now = timezone.now()
+    LiveSession.objects.create(client="addr:10.0.0.1", model="base", engine="ctranslate2", status="live",
+                               heartbeat_at=now)
+    LiveSession.objects.create(client="addr:10.0.0.2", model="base", engine="ctranslate2", status="waiting")
+    with pytest.raises(opening.Refused) as refused:
+        opening.open_session({"language": "en"}, "addr:10.0.0.3")
+    assert refused.value.code == 1013 and "limit of 2 live sessions" in refused.value.reason
+    # a session whose worker stopped beating no longer holds its place
+    LiveSession.objects.filter(status="live").update(heartbeat_at=now - timedelta(minutes=5))
+    session = opening.open_session({"language": "en", "model": "base"}, "addr:10.0.0.3")
+    assert session.status == "waiting" and session.model == "base" and session.client == "addr:10.0.0.3"
+    assert session.request.language == "en"
+
+
+def test_no_live_worker_or_live_turned_off_refuses_with_1013(settings, db):
+    from transcription.live import opening
+
+    with pytest.raises(opening.Refused) as refused:
+        opening.open_session({"language": "en"}, "addr:1")
+    assert refused.value.code == 1013 and "no live worker is running" in refused.value.reason
+    settings.LIVE_MAX_SESSIONS = 0
+    with pytest.raises(opening.Refused) as refused:
+        opening.open_session({"language": "en"}, "addr:1")
+    assert refused.value.code == 1013 and "turned off" in refused.value.reason
+
+
+def test_with_api_tokens_a_session_needs_one_or_a_logged_in_user(settings):
+    from types import SimpleNamespace
+
+    from transcription.live import opening
+
+    settings.API_TOKENS = ["s3cret"]
+    with pytest.raises(opening.Refused) as refused:
+        opening.authorize(None, None)
+    assert refused.value.code == 4401
+    with pytest.raises(opening.Refused):
+        opening.authorize("wrong", SimpleNamespace(is_authenticated=False))
+    opening.authorize("s3cret", None)
+    opening.authorize(None, SimpleNamespace(is_authenticated=True))
+    assert opening.client_key("s3cret", None, "1.2.3.4") != opening.client_key("other", None, "1.2.3.4")
+    assert opening.client_key(None, None, "1.2.3.4") == "addr:1.2.3.4"

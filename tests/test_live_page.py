@@ -78,7 +78,7 @@ def test_the_page_says_when_no_live_worker_runs(live, microphone):
 
     Worker.objects.filter(queue__endswith="-live").delete()  # as if run_live were not running
     page = Pages(microphone, live).open("/live")
-    assert "no live worker is running" in page.inner_text("#live-unavailable")
+    assert "No live worker is running" in page.inner_text("#live-unavailable")
     assert page.is_disabled("#live-start")
     answer = requests.get(f"{live}/health", timeout=30).json()
     assert answer["checks"]["live"]["ok"] in (False, True)  # the worker may have announced itself again

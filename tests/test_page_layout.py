@@ -93,6 +93,16 @@ def test_diarized_job_page_fits_long_speaker_names_at_every_width(pages, long_sp
 
 @pytest.mark.integration
 @pytest.mark.django_db(transaction=True)
+def test_live_page_fits_a_long_transcript_at_every_width(pages, tmp_path):
+    for page, view in _each_view(pages, "/live"):
+        page.evaluate("document.getElementById('live-final').textContent = 'spoken words '.repeat(200)"
+                      " + 'W'.repeat(150); document.getElementById('live-partial').textContent = ' maybe more'")
+        screenshot(page, f"live-{view}.png", tmp_path)
+        _fits(page, f"live page {view}")
+
+
+@pytest.mark.integration
+@pytest.mark.django_db(transaction=True)
 def test_history_fits_a_long_file_name_at_every_width(pages, long_job, tmp_path):
     for page, view in _each_view(pages, "/jobs/"):
         screenshot(page, f"history-{view}.png", tmp_path)

@@ -29,7 +29,8 @@ api = NinjaAPI(
     title="Whisper transcription service",
     version="1.0.0",
     description="Speech to text with Whisper (MLX on Apple Silicon, CTranslate2 elsewhere). "
-    "Also speaks the OpenAI audio API under /v1.",
+    "Also speaks the OpenAI audio API under /v1. Live transcription is a WebSocket, not listed here:"
+    " ws://<host>/v1/live (16-kHz mono PCM s16le in, partial and final JSON messages out; see the README).",
     urls_namespace="api",
     auth=API_AUTH,
 )

@@ -13,7 +13,7 @@ import json
 import time
 from typing import Callable, Iterator
 
-from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 from django.conf import settings
 from django.core.handlers.asgi import ASGIRequest
 from django.http import HttpRequest, StreamingHttpResponse
@@ -84,7 +84,7 @@ def _sync_stream(watch: JobWatch, render) -> Iterator[bytes]:
 
 
 async def _async_stream(watch: JobWatch, render):
-    step = sync_to_async(_step, thread_sensitive=False)
+    step = database_sync_to_async(_step, thread_sensitive=False)  # a pool thread, its connection kept healthy
     while True:
         pieces, over = await step(watch, render)
         for piece in pieces:

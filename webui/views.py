@@ -63,6 +63,8 @@ def js_strings() -> dict[str, str]:
         "size_gb": _("%(value)s GB"),
         "cannot_play": _("Your browser cannot play this file; the transcript is still usable."),
         "live_microphone": _("Asking for the microphone…"),
+        "live_insecure": _("Browsers give the microphone only to pages opened over https:// or on"
+                           " localhost: open this page so (or put the service behind HTTPS)."),
         "live_no_microphone": _("The microphone could not be opened: %(error)s"),
         "live_waiting": _("Connected; waiting for the live worker to load the model…"),
         "live_listening": _("Listening: speak now."),
@@ -90,7 +92,12 @@ def index(request: HttpRequest) -> HttpResponse:
 @private_when_tokens
 def live(request: HttpRequest) -> HttpResponse:
     form = OptionsForm()
-    unavailable = services.live_unavailable()
+    unavailable = None
+    if services.live_unavailable():  # the service's own words are English: say it in the page's language
+        unavailable = (_("Live transcription is turned off on this server (LIVE_MAX_SESSIONS=0).")
+                       if settings.LIVE_MAX_SESSIONS == 0 else
+                       _("No live worker is running, so live transcription is unavailable: start one"
+                         " (python manage.py run_live), or run the service with make run."))
     return render(request, "webui/live.html", {
         "fields": [form["language"], form["task"], form["model"]],
         "live_available": not unavailable, "live_unavailable": unavailable,

@@ -15,6 +15,7 @@ import time
 from urllib.parse import parse_qsl, urlsplit
 
 from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.http.request import split_domain_port, validate_host
@@ -63,7 +64,7 @@ class LiveConsumer(AsyncWebsocketConsumer):
         address = (self.scope.get("client") or ("?", 0))[0]
         try:
             opening.authorize(token, user)
-            self.session = await sync_to_async(opening.open_session, thread_sensitive=False)(
+            self.session = await database_sync_to_async(opening.open_session, thread_sensitive=False)(
                 query, opening.client_key(token, user, address))
         except opening.Refused as refused:
             await self._refuse(refused.code, refused.reason)
@@ -151,7 +152,7 @@ class LiveConsumer(AsyncWebsocketConsumer):
                         return
                 now = time.monotonic()
                 if not started and not self.ending and now - opened > START_SECONDS:
-                    if await sync_to_async(opening.give_up, thread_sensitive=False)(self.session.id):
+                    if await database_sync_to_async(opening.give_up, thread_sensitive=False)(self.session.id):
                         await self._refuse(codes.TRY_LATER, "no live worker took the session in time; try again")
                         self.files.remove()
                         return

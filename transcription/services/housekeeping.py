@@ -1,14 +1,16 @@
 """Housekeeping: delete jobs and uploads with their files; purge old ones."""
 from __future__ import annotations
 
+import shutil
 from datetime import timedelta
 from pathlib import Path
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
 from .. import events
-from ..models import Batch, Job, Upload, media_file
+from ..models import Batch, Job, LiveSession, Upload, media_file
 from ..models import media_file as media_path  # noqa: F401  (services.media_path)
 from .base import ServiceError, log
 from .intake import cancel
@@ -87,10 +89,19 @@ def purge(older_than: timedelta, apply: bool = False) -> dict:
                    .prefetch_related("jobs"))
     files = [p for u in uploads for p in [media_file(u.stored_path)] + [f for j in u.jobs.all() for f in _job_files(j)]
              if p is not None and p.is_file()]
+    # live sessions that ended before the cutoff: their rows, and what a vanished client left
+    sessions = LiveSession.objects.filter(created_at__lt=cutoff).exclude(
+        status__in=(LiveSession.Status.WAITING, LiveSession.Status.LIVE))
+    leftovers = [d for d in (Path(settings.MEDIA_ROOT) / "live").glob("*") if d.is_dir()
+                 and d.stat().st_mtime < cutoff.timestamp()]
+    files += [f for d in leftovers for f in d.iterdir() if f.is_file()]
     report = {"uploads": len(uploads), "jobs": sum(len(u.jobs.all()) for u in uploads),
-              "files": len(files), "bytes": sum(p.stat().st_size for p in files)}
+              "live_sessions": sessions.count(), "files": len(files), "bytes": sum(p.stat().st_size for p in files)}
     if apply:
         delete_uploads(uploads)
         Batch.objects.filter(jobs__isnull=True, created_at__lt=cutoff).delete()
+        sessions.delete()
+        for folder in leftovers:
+            shutil.rmtree(folder, ignore_errors=True)
         log.info("event=purged uploads=%d files=%d", report["uploads"], report["files"])
     return report

@@ -28,6 +28,7 @@ class Command(BaseCommand):
         report = services.purge(parse_age(older_than), apply=yes)
         verb = "removed" if yes else "would remove"
         self.stdout.write(
-            f"{verb} {report['uploads']} upload(s), {report['jobs']} job(s), {report['files']} file(s),"
+            f"{verb} {report['uploads']} upload(s), {report['jobs']} job(s), {report['live_sessions']} live session(s),"
+            f" {report['files']} file(s),"
             f" {report['bytes'] / 1e6:.1f} MB" + ("" if yes else " (dry run; add --yes to delete)")
         )

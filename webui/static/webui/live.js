@@ -104,6 +104,11 @@
     jobBox.hidden = true;
     window.liveLog = [];
     window.liveFirstAudio = null;
+    if (!navigator.mediaDevices || !window.isSecureContext) {
+      say(t("live_insecure"));  // browsers give the microphone only to https:// and localhost pages
+      start.disabled = false;
+      return;
+    }
     say(t("live_microphone"));
     try {
       await openMicrophone();
