@@ -289,6 +289,8 @@ LIVE_MAX_SESSIONS_PER_CLIENT = envint("LIVE_MAX_SESSIONS_PER_CLIENT", 1, low=1, 
 LIVE_IDLE_SECONDS = envfloat("LIVE_IDLE_SECONDS", 20, low=1)  # no audio this long: the session ends
 LIVE_MAX_SECONDS = envfloat("LIVE_MAX_SECONDS", 3 * 3600, low=1)  # of audio in one session
 LIVE_MAX_FRAME_BYTES = envint("LIVE_MAX_FRAME_BYTES", 64 * 1024, low=1024)  # one message: 2 s of audio
+# A live worker that stops beating this long is taken for dead: the web process ends its session.
+LIVE_WORKER_SILENT_SECONDS = envfloat("LIVE_WORKER_SILENT_SECONDS", 30, low=1)
 LIVE_MIN_STEP_SECONDS = envfloat("LIVE_MIN_STEP_SECONDS", 0.5, low=0.1)  # new audio before decoding again
 LIVE_QUEUE = {**HUEY, "name": HUEY["name"] + "-live"}
 if not _redis_url:

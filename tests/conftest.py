@@ -21,8 +21,8 @@ EVAL_DIR = Path(os.getenv("SHARED_DIR", REPO.parent / "shared")) / "eval"
 # A test that starts a separate deployment must not inherit them: with HUEY_SQLITE_PATH inherited,
 # the session's worker polled that deployment's queue too, took its tasks and dropped them
 # ("event=missing"), so the deployment's job stayed queued.
-_RUN_POINTERS = ("HUEY_SQLITE_PATH", "LIVE_HUEY_SQLITE_PATH", "HUEY_IMMEDIATE", "HUEY_NAME", "HUEY_REDIS_URL", "REDIS_URL",
-                 "DATABASE_URL", "MEDIA_ROOT", "TEST_DATABASE_PATH")
+_RUN_POINTERS = ("HUEY_SQLITE_PATH", "LIVE_HUEY_SQLITE_PATH", "HUEY_IMMEDIATE", "HUEY_NAME", "HUEY_REDIS_URL",
+                 "REDIS_URL", "DATABASE_URL", "MEDIA_ROOT", "TEST_DATABASE_PATH")
 
 
 def deployment_env(data_dir: Path, **overrides: str) -> dict[str, str]:
@@ -121,22 +121,11 @@ def shared_env(**overrides: str) -> dict[str, str]:
 @pytest.fixture(scope="session")
 def worker(django_db_setup, django_db_blocker):
     """A real `manage.py run_huey` process sharing the test database and queue files."""
-    env = shared_env()
-    log_path = Path(settings.DATA_DIR) / "worker.log"
-    log = open(log_path, "ab")
-    proc = subprocess.Popen(
-        [sys.executable, str(REPO / "manage.py"), "run_huey", "--workers", "1"],
-        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
+    proc = start_process([sys.executable, str(REPO / "manage.py"), "run_huey", "--workers", "1"], "worker.log")
     with django_db_blocker.unblock():
-        _wait_announced(proc, log_path)
+        _wait_announced(proc, Path(settings.DATA_DIR) / "worker.log")
     yield proc
-    proc.send_signal(signal.SIGINT)
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
+    stop_process(proc)
 
 
 def _wait_announced(proc: subprocess.Popen, log_path: Path, timeout: float = 120) -> None:
@@ -189,6 +178,21 @@ def live_worker(django_db_setup, django_db_blocker):
         _wait_announced(proc, Path(settings.DATA_DIR) / "live.log")
     yield proc
     stop_process(proc)
+
+
+@pytest.fixture(scope="session")
+def asgi(django_db_setup):
+    """uvicorn serving project.asgi with the default limits, for the session."""
+    yield from asgi_server()
+
+
+@pytest.fixture
+def live(asgi, live_worker, worker):
+    """The ASGI server's URL once both workers have announced themselves (each transactional test
+    empties the tables: they do so again within a second)."""
+    _wait_announced(live_worker, Path(settings.DATA_DIR) / "live.log")
+    _wait_announced(worker, Path(settings.DATA_DIR) / "worker.log")
+    return asgi
 
 
 def asgi_server(**env: str):

@@ -162,27 +162,10 @@ def wait_job(base: str, job_id: str, timeout: float = 300) -> dict:
 
 
 @pytest.fixture(scope="module")
-def asgi(django_db_setup):
-    yield from asgi_server()
-
-
-@pytest.fixture(scope="module")
 def asgi_limits(django_db_setup):
     """The same server with small limits, to reach them in seconds."""
     yield from asgi_server(LIVE_IDLE_SECONDS="2", LIVE_MAX_SECONDS="3", LIVE_MAX_FRAME_BYTES="8192",
                            MAX_UPLOAD_BYTES=str(2 * 1024 * 1024))
-
-
-@pytest.fixture
-def live(asgi, live_worker, worker):
-    """The ASGI server's URL once both workers have announced themselves (each test empties the
-    tables: they do so again within a second)."""
-    from django.conf import settings
-    from pathlib import Path
-
-    _wait_announced(live_worker, Path(settings.DATA_DIR) / "live.log")
-    _wait_announced(worker, Path(settings.DATA_DIR) / "worker.log")
-    return asgi
 
 
 def ws_url(base: str, **query: str) -> str:

@@ -2,7 +2,6 @@
 through the AudioWorklet and the WebSocket to a run_live worker, then the session is a job."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,24 +9,9 @@ import requests
 
 from tests import conversations
 from tests.browser import Pages, check_accessible_basics, chromium, fake_microphone, screenshot  # noqa: F401
-from tests.conftest import JFK_REFERENCE, _wait_announced, asgi_server, normalise_words, wer
+from tests.conftest import JFK_REFERENCE, normalise_words, wer
 from tests.test_live import wait_job
 
-pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
-
-
-@pytest.fixture(scope="module")
-def asgi(django_db_setup):
-    yield from asgi_server()
-
-
-@pytest.fixture
-def live(asgi, live_worker, worker):
-    from django.conf import settings
-
-    _wait_announced(live_worker, Path(settings.DATA_DIR) / "live.log")
-    _wait_announced(worker, Path(settings.DATA_DIR) / "worker.log")
-    return asgi
 
 
 @pytest.fixture
@@ -41,6 +25,8 @@ def microphone(chromium, tmp_path):  # noqa: F811
     browser.close()
 
 
+@pytest.mark.integration
+@pytest.mark.django_db(transaction=True)
 def test_speaking_into_the_page_shows_words_as_spoken_then_the_session_is_a_job(live, microphone):
     pages = Pages(microphone, live)
     page = pages.open("/live", permissions=["microphone"])
@@ -73,12 +59,14 @@ def test_speaking_into_the_page_shows_words_as_spoken_then_the_session_is_a_job(
     assert not pages.errors and not pages.outside
 
 
-def test_the_page_says_when_no_live_worker_runs(live, microphone):
+@pytest.mark.django_db
+def test_the_page_says_when_no_live_worker_runs_in_the_pages_language(client, settings):
     from transcription.models import Worker
 
-    Worker.objects.filter(queue__endswith="-live").delete()  # as if run_live were not running
-    page = Pages(microphone, live).open("/live")
-    assert "No live worker is running" in page.inner_text("#live-unavailable")
-    assert page.is_disabled("#live-start")
-    answer = requests.get(f"{live}/health", timeout=30).json()
-    assert answer["checks"]["live"]["ok"] in (False, True)  # the worker may have announced itself again
+    Worker.objects.all().delete()  # as if run_live were not running
+    page = client.get("/live").content.decode()
+    assert "No live worker is running" in page and 'id="live-start" disabled' in page
+    page = client.get("/live", HTTP_ACCEPT_LANGUAGE="ru").content.decode()
+    assert "Обработчик живой расшифровки не запущен" in page
+    settings.LIVE_MAX_SESSIONS = 0
+    assert "turned off on this server" in client.get("/live").content.decode()

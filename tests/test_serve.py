@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.conftest import REPO, deployment_env, ffmpeg
+from tests.conftest import JFK_REFERENCE, REPO, deployment_env, ffmpeg, normalise_words
 from tests.processes import free_port, wait_up
 
 pytestmark = pytest.mark.integration
@@ -195,3 +195,39 @@ def test_run_huey_alone_stopped_by_ctrl_c_mid_job_hands_it_back_and_exits_0(tmp_
     assert "terminate called" not in tail() and "Traceback" not in tail(), tail()
     assert "1 running job handed back to the queue" in tail()
     assert _row(tmp_path, job_id)[:2] == ("queued", 0)
+
+
+def test_a_live_worker_killed_mid_session_leaves_a_closed_session_and_a_job(tmp_path):
+    """SIGKILL gives the live worker no chance to end its session: the web process sees its
+    heartbeat stop, ends the session (1011) and keeps the recording and the confirmed words.
+    (Under `serve` a dead child stops the rest: here the three run on their own, as deployed.)"""
+    from tests import conversations
+    from tests.test_live import LiveClient, wait_job, ws_url
+    from transcription.management.commands.serve import web_command
+
+    env = deployment_env(tmp_path, LIVE_WORKER_SILENT_SECONDS="3", JOB_HEARTBEAT_SECONDS="1")
+    manage = [sys.executable, str(REPO / "manage.py")]
+    subprocess.run([*manage, "migrate", "-v0"], env=env, check=True)
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    start = dict(env=env, cwd=REPO, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    procs = [subprocess.Popen(web_command("127.0.0.1", str(port)), **start),
+             subprocess.Popen([*manage, "run_huey"], **start), subprocess.Popen([*manage, "run_live"], **start)]
+    try:
+        wait_up(f"{base}/health")  # 200 once both workers have announced themselves
+        client = LiveClient(ws_url(base, language="en"))
+        client.send_audio(conversations.clip("jfk.flac", 0, 5.0), speed=2)
+        client.wait_for("final")
+        os.killpg(procs[2].pid, signal.SIGKILL)
+        client.send_audio(conversations.clip("jfk.flac", 5.0, 8.0), speed=2)  # the client goes on talking
+        end = client.ended(timeout=60)
+        assert end["code"] == 1011 and "the live worker stopped" in end["reason"] and client.ws.close_code == 1011
+        assert end["text"] and normalise_words(end["text"]) in normalise_words(JFK_REFERENCE)
+        assert 5.0 <= end["audio_seconds"] <= 8.01  # what came before the session was ended
+        job = wait_job(base, end["job_id"])  # the job worker is alive: the recording is transcribed
+        assert job["duration"] == pytest.approx(end["audio_seconds"], abs=0.01)
+        assert "ask not what your country" in job["result"]["text"].lower()
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)

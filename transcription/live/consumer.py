@@ -135,9 +135,12 @@ class LiveConsumer(AsyncWebsocketConsumer):
     async def _tail(self):
         """Pass the worker's messages on; watch the start, the idle limit and the end."""
         offset, started, opened = 0, False, time.monotonic()
+        heard = asked = opened  # the worker's last message; the last look at its heartbeat
         try:
             while True:
                 messages, offset = self.files.read_messages(offset)
+                if messages:
+                    heard = time.monotonic()
                 for message in messages:
                     if message["type"] == "session.ready":
                         started = True
@@ -156,6 +159,12 @@ class LiveConsumer(AsyncWebsocketConsumer):
                         await self._refuse(codes.TRY_LATER, "no live worker took the session in time; try again")
                         self.files.remove()
                         return
+                # A worker that stopped beating (killed, its machine lost): end the session from
+                # here, keeping the recording as a job (before it is ready, it may be loading a model).
+                silent = settings.LIVE_WORKER_SILENT_SECONDS * (1 if started else 4)
+                if now - heard > silent and now - asked > 5:
+                    asked = now
+                    await database_sync_to_async(codes.rescue, thread_sensitive=False)(self.session.id, silent)
                 if not self.ending and now - self.last_audio > settings.LIVE_IDLE_SECONDS:
                     await self._end(f"no audio for {settings.LIVE_IDLE_SECONDS:g} s", codes.IDLE)
                 if self.ending and now - self.ending_at > END_SECONDS:

@@ -105,7 +105,7 @@ def run(session_id: str) -> None:
         log.exception("live=%s event=error", session.id)
         reason, code = f"live decoding failed: {type(exc).__name__}: {str(exc)[:150]}", ERROR
         files.tell([{"type": "error", "message": reason}])
-    _end(session, files, decoder, reason, code)
+    _end(session, files, text_of(decoder.confirmed) if decoder else "", reason, code)
 
 
 def _listen(session: LiveSession, files: SessionFiles, decoder: LocalAgreement) -> tuple[str, int]:
@@ -136,20 +136,23 @@ def _listen(session: LiveSession, files: SessionFiles, decoder: LocalAgreement) 
             time.sleep(POLL_SECONDS)
 
 
-def _end(session: LiveSession, files: SessionFiles, decoder: LocalAgreement | None, reason: str, code: int) -> None:
-    """The session's row closed, its recording turned into a job, and `ended` told."""
+def _end(session: LiveSession, files: SessionFiles, text: str, reason: str, code: int) -> bool:
+    """Close the session's row, turn its recording into a job and tell `ended`; False when the
+    session was already ended elsewhere (the web process, after this worker fell silent)."""
     seconds = files.audio_seconds()
-    text = text_of(decoder.confirmed) if decoder else ""
     job = None
-    try:
-        job = _recording_job(session, files, seconds, text, reason, code)
-    except Exception as exc:
-        log.exception("live=%s event=job_not_created", session.id)
-        reason = f"{reason}; the recording could not be kept: {str(exc)[:100]}"
-    if job is None:
-        LiveSession.objects.filter(pk=session.pk).update(
-            status=LiveSession.Status.ENDED if code != ERROR else LiveSession.Status.FAILED,
-            ended_at=timezone.now(), audio_seconds=seconds, text=text, end_reason=reason[:200], end_code=code)
+    with transaction.atomic():
+        if not LiveSession.objects.filter(pk=session.pk, status=LiveSession.Status.LIVE).update(
+                status=LiveSession.Status.ENDED if code != ERROR else LiveSession.Status.FAILED,
+                ended_at=timezone.now(), audio_seconds=seconds, text=text, end_reason=reason[:200], end_code=code):
+            return False
+        try:
+            with transaction.atomic():
+                job = _recording_job(session, files, seconds)
+        except Exception as exc:
+            log.exception("live=%s event=job_not_created", session.id)
+            reason = f"{reason}; the recording could not be kept: {str(exc)[:100]}"
+            LiveSession.objects.filter(pk=session.pk).update(end_reason=reason[:200])
     files.tell([{"type": "ended", "reason": reason, "code": code, "audio_seconds": round(seconds, 3),
                  "job_id": str(job.id) if job else None, "text": text}])
     files.audio.unlink(missing_ok=True)
@@ -159,9 +162,27 @@ def _end(session: LiveSession, files: SessionFiles, decoder: LocalAgreement | No
         files.remove()
     log.info("live=%s event=ended code=%d reason=%r audio_seconds=%.1f job=%s", session.id, code, reason, seconds,
              job.id if job else None)
+    return True
 
 
-def _recording_job(session: LiveSession, files: SessionFiles, seconds: float, text: str, reason: str, code: int):
+def rescue(session_id, silent_for: float) -> bool:
+    """From the web process: end a session whose live worker stopped beating for `silent_for`
+    seconds (killed, its machine lost), keeping its recording and what it confirmed."""
+    from datetime import timedelta
+
+    stale = timezone.now() - timedelta(seconds=silent_for)
+    session = LiveSession.objects.filter(pk=session_id, status=LiveSession.Status.LIVE, heartbeat_at__lt=stale).first()
+    if session is None:
+        return False
+    files = SessionFiles(session.id)
+    told, _ = files.read_messages(0)
+    text = " ".join(m["text"] for m in told if m.get("type") == "final")
+    log.warning("live=%s event=rescued worker=%s", session.id, session.worker)
+    return _end(session, files, text, "the live worker stopped; what it confirmed and the recording are kept",
+                ERROR)
+
+
+def _recording_job(session: LiveSession, files: SessionFiles, seconds: float):
     """The recording as an upload and a queued job with the session's options (None: no audio)."""
     from ..services import intake
 
@@ -175,10 +196,8 @@ def _recording_job(session: LiveSession, files: SessionFiles, seconds: float, te
         while chunk := pcm.read(1 << 20):
             out.writeframes(chunk)
     name = f"live-{timezone.localtime(session.created_at):%Y-%m-%d-%H%M%S}.wav"
-    with open(wav, "rb") as fh, transaction.atomic():
+    with open(wav, "rb") as fh:
         upload = UploadedFile(fh, name=name, content_type="audio/wav", size=wav.stat().st_size)
         job = intake.create_job(upload, session.request)
-        LiveSession.objects.filter(pk=session.pk).update(
-            status=LiveSession.Status.ENDED if code != ERROR else LiveSession.Status.FAILED,
-            ended_at=timezone.now(), audio_seconds=seconds, text=text, end_reason=reason[:200], end_code=code, job=job)
+    LiveSession.objects.filter(pk=session.pk).update(job=job)
     return job
