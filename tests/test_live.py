@@ -322,6 +322,17 @@ def test_the_asgi_server_streams_events_and_refuses_an_oversized_upload_before_r
     answer = requests.post(f"{limited}/transcribe", files={"file": ("big.wav", big)}, timeout=60)
     assert answer.status_code == 413 and answer.json() == {"detail": "file is larger than the 2.0 MB limit",
                                                            "field": "file"}
+    sent = []
+
+    def chunked():  # no Content-Length: refused once the body passes the cap, the rest never read
+        for _ in range(256):  # 64 MB
+            sent.append(1)
+            yield b"\0" * (256 * 1024)
+
+    answer = requests.post(f"{limited}/v1/audio/transcriptions", data=chunked(), timeout=60,
+                           headers={"Content-Type": "multipart/form-data; boundary=x"})
+    assert answer.status_code == 413 and answer.json()["error"]["code"] == "file_too_large"
+    assert len(sent) < 256  # the server stopped reading long before the end
 
 
 # --- opening a session: the rules, against the database ---------------------------------------------
