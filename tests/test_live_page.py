@@ -38,11 +38,15 @@ def test_speaking_into_the_page_shows_words_as_spoken_then_the_session_is_a_job(
     page.wait_for_function("document.getElementById('live-final').textContent.trim().split(' ').length >= 3",
                            timeout=60_000)
     assert page.evaluate("window.levels.some(level => level > 0.01)")  # the meter moved with the voice
+    # for the picture: final words and a tentative tail at once
+    page.wait_for_function("document.getElementById('live-partial').textContent.trim().length > 0"
+                           " && document.getElementById('live-final').textContent.split(' ').length >= 5",
+                           timeout=60_000)
+    screenshot(page, "live-page.png", settle=False)
     # the whole sentence, to its second "country", is final before Stop
     page.wait_for_function(
         "document.getElementById('live-final').textContent.toLowerCase().split('country').length > 2", timeout=60_000)
     assert page.evaluate("window.liveLog.some(e => e.message.type === 'partial' && e.message.text)")
-    screenshot(page, "live-page.png", settle=False)
     page.click("#live-stop")
     page.wait_for_selector("#live-job:not([hidden])", timeout=60_000)
     spoken = page.inner_text("#live-final")

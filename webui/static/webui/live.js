@@ -5,7 +5,7 @@
    100 ms of audio left: bench/live.py measures latency from them. */
 (function () {
   "use strict";
-  const { t } = window.STT;
+  const { t, clock } = window.STT;
   const form = document.getElementById("live-form");
   const start = document.getElementById("live-start");
   const stop = document.getElementById("live-stop");
@@ -20,7 +20,7 @@
   window.levels = [];  // the meter's readings (RMS), for the tests
   window.liveClock = () => performance.now() - began;  // the clock liveLog's times are on
 
-  let socket = null, context = null, stream = null, began = 0, ended = false;
+  let socket = null, context = null, stream = null, began = 0, ended = false, listening = null;
 
   const say = (text) => { status.textContent = text; };
 
@@ -70,9 +70,12 @@
       case "session.started":
         say(t("live_waiting"));
         break;
-      case "session.ready":
-        say(t("live_listening"));
+      case "session.ready": {  // "Listening: speak now. · 0:12", the time recorded so far
+        const tick = () => say(t("live_listening") + " · " + clock((performance.now() - began) / 1000));
+        tick();
+        listening = setInterval(tick, 500);
         break;
+      }
       case "final":
         finalText.append((finalText.textContent ? " " : "") + message.text);
         break;
@@ -80,10 +83,12 @@
         partialText.textContent = message.text ? " " + message.text : "";
         break;
       case "error":
+        clearInterval(listening);
         say(message.message);
         break;
       case "ended":
         ended = true;
+        clearInterval(listening);
         partialText.textContent = "";
         say(message.reason + (message.job_id ? " · " + t("live_kept") : ""));
         if (message.page_url) {
@@ -125,6 +130,7 @@
     socket.onmessage = (e) => show(JSON.parse(e.data));
     socket.onopen = () => { stop.disabled = false; };
     socket.onclose = (e) => {
+      clearInterval(listening);
       closeMicrophone();
       stop.disabled = true;
       start.disabled = false;
@@ -134,6 +140,7 @@
 
   stop.addEventListener("click", () => {
     stop.disabled = true;
+    clearInterval(listening);
     closeMicrophone();  // nothing more is recorded; the server confirms the rest
     say(t("live_ending"));
     if (socket && socket.readyState === WebSocket.OPEN) socket.send(JSON.stringify({ type: "stop" }));
