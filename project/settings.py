@@ -309,6 +309,8 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": os.getenv("LOG_LEVEL", "INFO")},
     # Its own handler and no propagation, so run_huey adds none and lines are not printed twice.
     "loggers": {
-        "huey": {"handlers": ["console"], "level": os.getenv("HUEY_LOG_LEVEL", "INFO"), "propagate": False}
+        "huey": {"handlers": ["console"], "level": os.getenv("HUEY_LOG_LEVEL", "INFO"), "propagate": False},
+        # a line per decoding ("Processing audio…", "VAD filter removed…"): twice a second in a live session
+        "faster_whisper": {"level": os.getenv("FASTER_WHISPER_LOG_LEVEL", "WARNING")},
     },
 }

@@ -285,7 +285,7 @@ def test_web_process_does_not_load_the_inference_libraries(tmp_path):
     probe = (
         "import os, sys, django\n"
         "django.setup()\n"
-        "import project.urls\n"
+        "import project.urls, project.asgi\n"  # the web process is the ASGI app, live consumer included
         "from transcription import services\n"
         "services.health(); services.models_listing()\n"
         "rss = [l for l in open('/proc/self/status') if l.startswith('VmRSS')][0].split()[1]\n"

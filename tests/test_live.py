@@ -198,7 +198,11 @@ def test_a_live_session_confirms_words_as_they_are_spoken_and_becomes_a_job(live
     assert first_final < len(samples) / RATE
     assert end["code"] == 1000 and end["reason"] == "stopped by the client"
     assert end["audio_seconds"] == pytest.approx(len(samples) / RATE, abs=0.11)
-    assert client.ws.close_code == 1000
+    assert client.ws.close_code == 1000 and client.ws.close_reason == "stopped by the client"
+    assert end["page_url"] == f"{live}/jobs/{end['job_id']}/" and end["job_url"] == f"{live}/job/{end['job_id']}"
+    session = requests.get(f"{live}/live/{started['session_id']}", timeout=30).json()  # for a client that lost `ended`
+    assert session["status"] == "ended" and session["job_id"] == end["job_id"] and session["text"] == end["text"]
+    assert requests.get(f"{live}/live/{end['job_id']}", timeout=30).status_code == 404
 
     job = wait_job(live, end["job_id"])
     assert job["status"] == "done" and job["file"].startswith("live-") and job["file"].endswith(".wav")
@@ -318,6 +322,11 @@ def test_the_asgi_server_streams_events_and_refuses_an_oversized_upload_before_r
     with requests.get(f"{limited}/job/{accepted['job_id']}/events", stream=True, timeout=120) as response:
         lines = [line for line in response.iter_lines(chunk_size=1, decode_unicode=True) if line]
     assert lines[-2] == "event: done" and any("ask not" in line.lower() for line in lines if line.startswith("data:"))
+    # the player's audio, streamed a block at a time under ASGI (not read whole into memory first)
+    original = clips["flac"].read_bytes()
+    part = requests.get(f"{limited}/jobs/{accepted['job_id']}/audio", headers={"Range": "bytes=100-1123"}, timeout=30)
+    assert part.status_code == 206 and part.content == original[100:1124]
+    assert requests.get(f"{limited}/jobs/{accepted['job_id']}/audio", timeout=30).content == original
     big = b"\0" * (3 * 1024 * 1024)
     answer = requests.post(f"{limited}/transcribe", files={"file": ("big.wav", big)}, timeout=60)
     assert answer.status_code == 413 and answer.json() == {"detail": "file is larger than the 2.0 MB limit",

@@ -31,8 +31,10 @@ def test_speaking_into_the_page_shows_words_as_spoken_then_the_session_is_a_job(
     pages = Pages(microphone, live)
     page = pages.open("/live", permissions=["microphone"])
     check_accessible_basics(page)
-    page.select_option("#id_language", "en")
+    # the server's default language is Russian; the page starts on the browser's (en-US) instead
+    assert page.input_value("#id_language") == "en"
     page.click("#live-start")
+    assert page.is_disabled("#id_model")  # a session's settings are fixed while it runs
     # tentative words (grey) come first, then final ones
     page.wait_for_function("window.liveLog.some(e => e.message.type === 'partial' && e.message.text)", timeout=60_000)
     page.wait_for_function("document.getElementById('live-final').textContent.trim().split(' ').length >= 3",
@@ -49,6 +51,7 @@ def test_speaking_into_the_page_shows_words_as_spoken_then_the_session_is_a_job(
     assert page.evaluate("window.liveLog.some(e => e.message.type === 'partial' && e.message.text)")
     page.click("#live-stop")
     page.wait_for_selector("#live-job:not([hidden])", timeout=60_000)
+    assert page.inner_text("#live-status") == "Stopped. The recording is kept as a job."
     spoken = page.inner_text("#live-final")
     assert wer(JFK_REFERENCE, spoken) <= 0.2, spoken
     ended = page.evaluate("window.liveLog.find(e => e.message.type === 'ended').message")

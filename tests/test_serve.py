@@ -205,7 +205,8 @@ def test_a_live_worker_killed_mid_session_leaves_a_closed_session_and_a_job(tmp_
     from tests.test_live import LiveClient, wait_job, ws_url
     from transcription.management.commands.serve import web_command
 
-    env = deployment_env(tmp_path, LIVE_WORKER_SILENT_SECONDS="3", JOB_HEARTBEAT_SECONDS="1")
+    # workers beat every 5 s: the dead one still counts as alive for 15 s after it died
+    env = deployment_env(tmp_path, LIVE_WORKER_SILENT_SECONDS="3", JOB_HEARTBEAT_SECONDS="5")
     manage = [sys.executable, str(REPO / "manage.py")]
     subprocess.run([*manage, "migrate", "-v0"], env=env, check=True)
     port = free_port()
@@ -227,7 +228,26 @@ def test_a_live_worker_killed_mid_session_leaves_a_closed_session_and_a_job(tmp_
         job = wait_job(base, end["job_id"])  # the job worker is alive: the recording is transcribed
         assert job["duration"] == pytest.approx(end["audio_seconds"], abs=0.01)
         assert "ask not what your country" in job["result"]["text"].lower()
+
+        # A session opened while the dead worker still counts as alive: nobody takes it. It ends
+        # (1013) after START_SECONDS, and what it received is still kept.
+        late = LiveClient(ws_url(base, language="en"))
+        late.send_audio(conversations.clip("jfk.flac", 0, 2.0), speed=4)
+        end = late.ended(timeout=60)
+        assert end["code"] == 1013 and "no live worker took the session" in end["reason"] and end["job_id"]
+        assert wait_job(base, end["job_id"])["duration"] == pytest.approx(2.0, abs=0.01)
+        session = requests.get(f"{base}/live/{late.of_type('session.started')[0]['session_id']}", timeout=30).json()
+        assert session["status"] == "failed" and session["end_code"] == 1013 and session["job_id"] == end["job_id"]
     finally:
         for proc in procs:
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)
+
+
+def test_a_part_that_stops_on_its_own_is_named_and_serve_exits_with_an_error(serve):
+    from tests.processes import child_pid
+
+    proc, base = serve
+    os.kill(child_pid(proc.pid, "run_live"), signal.SIGTERM)  # it stops cleanly, but nobody asked it to
+    assert proc.wait(timeout=60) == 1
+    assert "the live worker stopped on its own (exit status 0); stopping the rest" in proc.output()

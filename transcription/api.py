@@ -19,8 +19,8 @@ from pydantic import Field
 from . import formats, selectors, services, sse
 from .auth import API_AUTH, JOB_THROTTLE
 from .models import Job
-from .schemas import (BatchAccepted, BatchOut, Error, JobAccepted, JobOut, ModelsOut, SpeakerNamesIn,
-                      TranscribeOptions, TranscribeResult)
+from .schemas import (BatchAccepted, BatchOut, Error, JobAccepted, JobOut, LiveSessionOut, ModelsOut,
+                      SpeakerNamesIn, TranscribeOptions, TranscribeResult)
 from .uploads import UploadRejected, discard_partial_uploads, stop_reading
 
 log = logging.getLogger("transcription")
@@ -85,7 +85,8 @@ def _field_errors(errors, skip_prefix: bool) -> list[dict]:
     for err in errors:
         loc = [str(p) for p in err.get("loc", ())]
         field = ".".join(loc[1:] if skip_prefix else loc) or "request"
-        problems.append({"field": field, "message": err.get("msg", "invalid")})
+        # pydantic's "Value error, " is not the person's business
+        problems.append({"field": field, "message": err.get("msg", "invalid").removeprefix("Value error, ")})
     return problems
 
 
@@ -225,6 +226,14 @@ def job_status(request: HttpRequest, job_id: str):
          " final result may split them (speakers) or time them more exactly (words).")
 def job_events(request: HttpRequest, job_id: str):
     return sse.response(request, selectors.job_or_404(job_id), sse.service_events)
+
+
+@api.get("/live/{session_id}", response={200: LiveSessionOut, **ERRORS},
+         summary="A live session (ws://<host>/v1/live): its state, how it ended and the job it became",
+         description="For a client whose socket closed without the `ended` message (a server restart, a lost"
+         " connection): the session's `session_id` came in `session.started`.")
+def live_session(request: HttpRequest, session_id: str):
+    return selectors.live_session_or_404(session_id)
 
 
 @api.post("/job/{job_id}/cancel", response={200: JobAccepted, **ERRORS}, summary="Cancel a queued or running job")

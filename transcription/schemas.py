@@ -272,3 +272,21 @@ class SpeakerNamesIn(Schema):
 
 class Error(Schema):
     detail: Any
+
+
+class LiveSessionOut(Schema):
+    """A live session as GET /live/{id} shows it: its state, how it ended, the job it became."""
+
+    session_id: UUID = Field(alias="id")
+    status: str
+    model: str
+    engine: str
+    options: dict[str, Any]
+    created_at: datetime
+    started_at: datetime | None
+    ended_at: datetime | None
+    audio_seconds: float
+    text: str = Field(description="The words confirmed while it ran.")
+    end_reason: str
+    end_code: int | None = Field(description="The close code it ended with (see the README).")
+    job_id: UUID | None = Field(None, description="The job its recording became, once it ended.")

@@ -67,3 +67,12 @@ def live_session_of(job: Job):
     from .models import LiveSession
 
     return LiveSession.objects.filter(job=job).first()
+
+
+def live_session_or_404(session_id: str | UUID):
+    from .models import LiveSession
+
+    try:
+        return LiveSession.objects.get(pk=_uuid(session_id, "live session"))
+    except LiveSession.DoesNotExist:
+        raise Http404(f"live session {session_id} not found") from None

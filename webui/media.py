@@ -65,6 +65,17 @@ def _read(path: Path, start: int, length: int) -> Iterator[bytes]:
             yield block
 
 
+async def _aread(path: Path, start: int, length: int):
+    """_read for ASGI: each block read in a thread. (Django's ASGI handler turns a plain iterator
+    into a list first: a whole upload in memory.)"""
+    from asgiref.sync import sync_to_async
+
+    blocks = _read(path, start, length)
+    take = sync_to_async(lambda: next(blocks, None), thread_sensitive=False)
+    while (block := await take()) is not None:
+        yield block
+
+
 def ranged_file_response(request: HttpRequest, path: Path, etag: str, download_name: str | None = None
                          ) -> HttpResponse:
     stat = path.stat()
@@ -88,7 +99,10 @@ def ranged_file_response(request: HttpRequest, path: Path, etag: str, download_n
         return response
     start, end = span or (0, size - 1)
     length = max(0, end - start + 1)
-    body = _read(path, start, length) if request.method != "HEAD" else iter(())
+    from django.core.handlers.asgi import ASGIRequest
+
+    read = _aread if isinstance(request, ASGIRequest) else _read
+    body = read(path, start, length) if request.method != "HEAD" else iter(())
     response = StreamingHttpResponse(body, status=206 if span else 200, content_type=content_type(path),
                                      headers=headers)
     response["Content-Length"] = str(length)

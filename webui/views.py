@@ -62,6 +62,8 @@ def js_strings() -> dict[str, str]:
         "size_bytes": _("%(value)s bytes"), "size_kb": _("%(value)s KB"), "size_mb": _("%(value)s MB"),
         "size_gb": _("%(value)s GB"),
         "cannot_play": _("Your browser cannot play this file; the transcript is still usable."),
+        "text_so_far": _("The text decoded so far is shown above, under the progress; the whole transcript"
+                         " appears here when the job is done."),
         "live_microphone": _("Asking for the microphone…"),
         "live_insecure": _("Browsers give the microphone only to pages opened over https:// or on"
                            " localhost: open this page so (or put the service behind HTTPS)."),
@@ -69,8 +71,22 @@ def js_strings() -> dict[str, str]:
         "live_waiting": _("Connected; waiting for the live worker to load the model…"),
         "live_listening": _("Listening: speak now."),
         "live_ending": _("Ending: confirming the last words and keeping the recording…"),
-        "live_kept": _("the recording is kept as a job"),
+        "live_kept": _("The recording is kept as a job."),
         "live_closed": _("The connection closed (%(code)s) %(reason)s"),
+        "live_closed_kept": _("The connection closed, but the session ended on the server and its recording"
+                              " is kept as a job."),
+        "live_end_1000": _("Stopped."),
+        "live_end_1003": _("The server did not accept what the page sent, so the session ended."),
+        "live_end_1006": _("The connection was lost."),
+        "live_end_1008": _("You already have a live session open (one per person at a time); end it first."),
+        "live_end_1009": _("A piece of audio was too large, so the session ended."),
+        "live_end_1011": _("Live decoding stopped on the server."),
+        "live_end_1012": _("The server is restarting."),
+        "live_end_1013": _("No live session can start now: the server is busy or its live worker is not"
+                           " running. Try again shortly."),
+        "live_end_4401": _("Log in first: this server needs it."),
+        "live_end_4408": _("No sound came for a while, so the session ended."),
+        "live_end_4413": _("The session reached its longest allowed length."),
     }
 
 
@@ -98,6 +114,7 @@ def live(request: HttpRequest) -> HttpResponse:
                        if settings.LIVE_MAX_SESSIONS == 0 else
                        _("No live worker is running, so live transcription is unavailable: start one"
                          " (python manage.py run_live), or run the service with make run."))
+    form.fields["language"].widget.attrs["data-default"] = form["language"].value()
     return render(request, "webui/live.html", {
         "fields": [form["language"], form["task"], form["model"]],
         "live_available": not unavailable, "live_unavailable": unavailable,

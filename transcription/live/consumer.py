@@ -25,7 +25,7 @@ from . import session as codes
 from .files import BYTES_PER_SAMPLE, SAMPLE_RATE, SessionFiles
 
 TICK = 0.05  # seconds between looks at the worker's messages
-START_SECONDS = 30.0  # for a live worker to take the session (it may be loading the model)
+START_SECONDS = 10.0  # for a live worker to take the session (a free thread takes it within a second)
 END_SECONDS = 120.0  # for the worker to confirm the rest and keep the recording, once asked to end
 
 
@@ -34,6 +34,21 @@ def _header(scope, name: bytes) -> str:
         if key == name:
             return value.decode("latin-1")
     return ""
+
+
+def short_reason(reason: str, limit: int = 120) -> str:
+    """A close frame's reason holds 123 bytes: the reason cut at a word, the whole is in `ended`."""
+    data = reason.encode()
+    if len(data) <= limit:
+        return reason
+    cut = data[:limit - 3].decode("utf-8", "ignore").rsplit(" ", 1)[0]
+    return cut.rstrip(" ,;:") + "…"
+
+
+def base_url(scope) -> str:
+    """This server as the client reached it (for the links in `ended`)."""
+    scheme = "https" if scope.get("scheme") == "wss" else "http"
+    return f"{scheme}://{_header(scope, b'host') or 'localhost'}"
 
 
 def same_site(scope) -> bool:
@@ -85,7 +100,7 @@ class LiveConsumer(AsyncWebsocketConsumer):
     async def _refuse(self, code: int, reason: str) -> None:
         await self._send({"type": "error", "message": reason})
         await self._send({"type": "ended", "reason": reason, "code": code, "job_id": None})
-        await self.close(code=code, reason=reason.encode()[:120].decode("utf-8", "ignore"))
+        await self.close(code=code, reason=short_reason(reason))
 
     async def receive(self, text_data=None, bytes_data=None):
         if self.files is None or self.ending:
@@ -145,26 +160,25 @@ class LiveConsumer(AsyncWebsocketConsumer):
                     if message["type"] == "session.ready":
                         started = True
                     if message["type"] == "ended":
-                        message["job_url"] = f"/job/{message['job_id']}" if message.get("job_id") else None
-                        message["page_url"] = f"/jobs/{message['job_id']}/" if message.get("job_id") else None
+                        job, base = message.get("job_id"), base_url(self.scope)
+                        message["job_url"] = f"{base}/job/{job}" if job else None
+                        message["page_url"] = f"{base}/jobs/{job}/" if job else None
                     await self._send(message)
                     if message["type"] == "ended":
                         self.ended = True
-                        await self.close(code=int(message["code"]))
+                        await self.close(code=int(message["code"]), reason=short_reason(message["reason"]))
                         await sync_to_async(self.files.remove, thread_sensitive=False)()
                         return
                 now = time.monotonic()
-                if not started and not self.ending and now - opened > START_SECONDS:
-                    if await database_sync_to_async(opening.give_up, thread_sensitive=False)(self.session.id):
-                        await self._refuse(codes.TRY_LATER, "no live worker took the session in time; try again")
-                        self.files.remove()
-                        return
-                # A worker that stopped beating (killed, its machine lost): end the session from
-                # here, keeping the recording as a job (before it is ready, it may be loading a model).
+                # No live worker took the session in time, or its worker stopped beating (killed,
+                # its machine lost; before it is ready it may be loading a model): the session is
+                # ended from here, its recording kept as a job. `ended` then comes as any other.
                 silent = settings.LIVE_WORKER_SILENT_SECONDS * (1 if started else 4)
-                if now - heard > silent and now - asked > 5:
+                late = (not started and now - opened > START_SECONDS) or now - heard > silent
+                if late and now - asked > 5:
                     asked = now
-                    await database_sync_to_async(codes.rescue, thread_sensitive=False)(self.session.id, silent)
+                    await database_sync_to_async(codes.rescue, thread_sensitive=False)(
+                        self.session.id, START_SECONDS, silent)
                 if not self.ending and now - self.last_audio > settings.LIVE_IDLE_SECONDS:
                     await self._end(f"no audio for {settings.LIVE_IDLE_SECONDS:g} s", codes.IDLE)
                 if self.ending and now - self.ending_at > END_SECONDS:

@@ -59,7 +59,8 @@ def options_from(query: dict[str, str]) -> TranscribeOptions:
     except pydantic.ValidationError as exc:
         error = exc.errors()[0]
         field = ".".join(str(p) for p in error.get("loc", ())) or "options"
-        raise Refused(codes.BAD_REQUEST, f"{field}: {error.get('msg', 'invalid')}") from None
+        message = error.get("msg", "invalid").removeprefix("Value error, ")
+        raise Refused(codes.BAD_REQUEST, f"{field}: {message}") from None
 
 
 def open_session(query: dict[str, str], client: str) -> LiveSession:
@@ -88,10 +89,3 @@ def open_session(query: dict[str, str], client: str) -> LiveSession:
         SessionFiles(session.id).create()
         transaction.on_commit(lambda: run_session(str(session.id)))
     return session
-
-
-def give_up(session_id) -> bool:
-    """A session no live worker took in time: closed, so none takes it later."""
-    return bool(LiveSession.objects.filter(pk=session_id, status=LiveSession.Status.WAITING).update(
-        status=LiveSession.Status.FAILED, end_reason="no live worker took the session in time",
-        end_code=codes.TRY_LATER))

@@ -142,8 +142,9 @@ def _end(session: LiveSession, files: SessionFiles, text: str, reason: str, code
     seconds = files.audio_seconds()
     job = None
     with transaction.atomic():
-        if not LiveSession.objects.filter(pk=session.pk, status=LiveSession.Status.LIVE).update(
-                status=LiveSession.Status.ENDED if code != ERROR else LiveSession.Status.FAILED,
+        open_ = (LiveSession.Status.WAITING, LiveSession.Status.LIVE)
+        if not LiveSession.objects.filter(pk=session.pk, status__in=open_).update(
+                status=LiveSession.Status.ENDED if code not in (ERROR, TRY_LATER) else LiveSession.Status.FAILED,
                 ended_at=timezone.now(), audio_seconds=seconds, text=text, end_reason=reason[:200], end_code=code):
             return False
         try:
@@ -165,21 +166,29 @@ def _end(session: LiveSession, files: SessionFiles, text: str, reason: str, code
     return True
 
 
-def rescue(session_id, silent_for: float) -> bool:
-    """From the web process: end a session whose live worker stopped beating for `silent_for`
-    seconds (killed, its machine lost), keeping its recording and what it confirmed."""
+def rescue(session_id, waited_for: float, silent_for: float) -> bool:
+    """From the web process: end a session no live worker took within `waited_for` seconds, or
+    whose worker stopped beating for `silent_for` (killed, its machine lost), keeping its
+    recording as a job and the words it confirmed. False when neither is so."""
     from datetime import timedelta
 
-    stale = timezone.now() - timedelta(seconds=silent_for)
-    session = LiveSession.objects.filter(pk=session_id, status=LiveSession.Status.LIVE, heartbeat_at__lt=stale).first()
+    from django.db.models import Q
+
+    now = timezone.now()
+    session = LiveSession.objects.filter(pk=session_id).filter(
+        Q(status=LiveSession.Status.WAITING, created_at__lt=now - timedelta(seconds=waited_for))
+        | Q(status=LiveSession.Status.LIVE, heartbeat_at__lt=now - timedelta(seconds=silent_for))).first()
     if session is None:
         return False
     files = SessionFiles(session.id)
+    if session.status == LiveSession.Status.WAITING:
+        reason, code = "no live worker took the session in time; the recording is kept", TRY_LATER
+    else:
+        reason, code = "the live worker stopped; what it confirmed and the recording are kept", ERROR
     told, _ = files.read_messages(0)
     text = " ".join(m["text"] for m in told if m.get("type") == "final")
-    log.warning("live=%s event=rescued worker=%s", session.id, session.worker)
-    return _end(session, files, text, "the live worker stopped; what it confirmed and the recording are kept",
-                ERROR)
+    log.warning("live=%s event=rescued status=%s worker=%s", session.id, session.status, session.worker)
+    return _end(session, files, text, reason, code)
 
 
 def _recording_job(session: LiveSession, files: SessionFiles, seconds: float):

@@ -60,6 +60,11 @@ class Command(BaseCommand):
             signal.signal(signum, lambda n, _frame: signals.append(n))
         while not signals and all(p.poll() is None for p in (worker, live, web)):
             time.sleep(0.2)
+        names = {"web server": web, "worker": worker, "live worker": live}
+        gone = [name for name, p in names.items() if p.poll() is not None] if not signals else []
+        for name in gone:  # one part stopped by itself: the service is not whole; say so, stop the rest
+            self.stderr.write(f"the {name} stopped on its own (exit status {names[name].returncode});"
+                              " stopping the rest")
         if live.poll() is None:
             live.send_signal(signal.SIGINT if not signals or signals[0] == signal.SIGINT else signal.SIGTERM)
         self._stop(web, worker, signals)
@@ -72,6 +77,7 @@ class Command(BaseCommand):
         failed = {name: code for name, code in codes.items() if code not in (0, None)}
         if failed:
             self.stderr.write("stopped with errors: " + ", ".join(f"{n} exit status {c}" for n, c in failed.items()))
+        if failed or gone:
             sys.exit(1)
         self.stdout.write("stopped")
 

@@ -33,6 +33,8 @@
       if (segment.n <= told) return;  // a reconnection tells the segments again
       told = segment.n;
       text.hidden = false;
+      const waiting = document.getElementById("no-transcript");  // "appears when the job is done"
+      if (waiting) waiting.textContent = t("text_so_far");
       text.append((text.textContent ? " " : "") + segment.text);
     });
     for (const end of ["done", "failed", "cancelled", "deleted"]) {

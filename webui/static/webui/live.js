@@ -20,7 +20,46 @@
   window.levels = [];  // the meter's readings (RMS), for the tests
   window.liveClock = () => performance.now() - began;  // the clock liveLog's times are on
 
-  let socket = null, context = null, stream = null, began = 0, ended = false, listening = null;
+  let socket = null, context = null, stream = null, began = 0, ended = false, listening = null, sessionId = null;
+
+  // Speaking now, in the browser's language more likely than in the server's default: choose it
+  // when the list has it and the server left its default there.
+  const language = form.elements.language;
+  const spoken = (navigator.language || "").split("-")[0].toLowerCase();
+  if (language && spoken && language.value === language.dataset.default &&
+      [...language.options].some((o) => o.value === spoken)) {
+    language.value = spoken;
+  }
+
+  // How a session ended, in the page's language (the server's reason is English); the server's
+  // own words where only they say it (bad settings).
+  function endedText(message) {
+    const key = "live_end_" + message.code;
+    const own = t(key);
+    const text = own === key ? message.reason : own;
+    return message.job_id ? text + " " + t("live_kept") : text;
+  }
+
+  function showJob(url) {
+    jobLink.href = url;
+    jobBox.hidden = false;
+  }
+
+  // The socket closed without `ended` (the server restarting, a lost connection): the session
+  // still ends on the server and its recording becomes a job: ask for it.
+  async function findJob(tries) {
+    if (!sessionId || tries <= 0) return;
+    try {
+      const response = await fetch("/live/" + sessionId, { headers: { Accept: "application/json" } });
+      const session = response.ok ? await response.json() : null;
+      if (session && session.job_id) {
+        say(t("live_closed_kept"));
+        showJob("/jobs/" + session.job_id + "/");
+        return;
+      }
+    } catch (e) { /* the server is away: try again */ }
+    setTimeout(() => findJob(tries - 1), 2000);
+  }
 
   const say = (text) => { status.textContent = text; };
 
@@ -68,6 +107,7 @@
     window.liveLog.push({ at: performance.now() - began, message });
     switch (message.type) {
       case "session.started":
+        sessionId = message.session_id;
         say(t("live_waiting"));
         break;
       case "session.ready": {  // "Listening: speak now. · 0:12", the time recorded so far
@@ -90,11 +130,8 @@
         ended = true;
         clearInterval(listening);
         partialText.textContent = "";
-        say(message.reason + (message.job_id ? " · " + t("live_kept") : ""));
-        if (message.page_url) {
-          jobLink.href = message.page_url;
-          jobBox.hidden = false;
-        }
+        say(endedText(message));
+        if (message.page_url) showJob(message.page_url);
         break;
       default:
         break;
@@ -103,7 +140,9 @@
 
   start.addEventListener("click", async () => {
     start.disabled = true;
+    for (const field of form.elements) field.disabled = true;  // the session's settings are fixed
     ended = false;
+    sessionId = null;
     finalText.textContent = "";
     partialText.textContent = "";
     jobBox.hidden = true;
@@ -112,6 +151,7 @@
     if (!navigator.mediaDevices || !window.isSecureContext) {
       say(t("live_insecure"));  // browsers give the microphone only to https:// and localhost pages
       start.disabled = false;
+      for (const field of form.elements) field.disabled = false;
       return;
     }
     say(t("live_microphone"));
@@ -121,6 +161,7 @@
       say(t("live_no_microphone", { error: e.message || String(e) }));
       closeMicrophone();
       start.disabled = false;
+      for (const field of form.elements) field.disabled = false;
       return;
     }
     const scheme = location.protocol === "https:" ? "wss://" : "ws://";
@@ -134,7 +175,11 @@
       closeMicrophone();
       stop.disabled = true;
       start.disabled = false;
-      if (!ended) say(t("live_closed", { code: e.code, reason: e.reason || "" }));
+      for (const field of form.elements) field.disabled = false;
+      if (!ended) {
+        say(t("live_closed", { code: e.code, reason: e.reason || "" }));
+        findJob(30);
+      }
     };
   });
 
