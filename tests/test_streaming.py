@@ -128,8 +128,8 @@ def test_the_job_page_shows_segments_as_they_are_decoded(service, pages, reading
     assert page.locator("#live-text").count() == 0 and page.locator(".segment").count() >= 4
 
 
-def test_segments_are_told_in_time_order_once_nothing_before_them_can_come(settings, tmp_path):
-    from transcription import events
+def test_segments_are_logged_as_decoded_and_openais_deltas_come_in_time_order(settings, tmp_path):
+    from transcription import events, sse
     from transcription.engines import Segment
 
     settings.MEDIA_ROOT = str(tmp_path)
@@ -138,12 +138,17 @@ def test_segments_are_told_in_time_order_once_nothing_before_them_can_come(setti
     teller = events.Teller(job)
     seg = lambda start, text: Segment(id=0, start=start, end=start + 2, text=text)  # noqa: E731
     teller.take([seg(40.0, " later stream")], 8.0)  # a second stream's window: 8-40 s not yet decoded
-    assert events.read(job, 0) == ([], 0)
     teller.take([seg(2.0, " first"), seg(6.0, " "), seg(7.0, " second")], 9.0)
-    told, offset = events.read(job, 0)
-    assert [(e["n"], e["text"]) for e in told] == [(0, "first"), (1, "second")]  # blank ones are not told
-    teller.take([], None)  # the end: everything left
-    more, _ = events.read(job, offset)
-    assert [(e["n"], e["start"], e["text"]) for e in more] == [(2, 40.0, "later stream")]
+    teller.take([], None)  # the end: everything is decoded
+    logged, offset = events.read(job, 0)
+    assert [(e.get("n"), e.get("text")) for e in logged if e["type"] == "segment"] == [
+        (0, "later stream"), (1, "first"), (2, "second")]  # as decoded; blank ones are not told
+    assert [e["seconds"] for e in logged if e["type"] == "decoded_to"] == [8.0, 9.0, None]
+
+    openai = sse.OpenAIEvents()
+    deltas = [frame for name, data in [(e["type"], e) for e in logged] for frame in openai(name, data)]
+    texts = [json.loads(frame.removeprefix("data: "))["delta"] for frame in deltas]
+    assert texts == ["first", " second", " later stream"]  # in time order, each once nothing can come before it
+    assert events.read(job, offset) == ([], offset)
     events.start(job)  # a new attempt reads from the start again
     assert events.read(job, offset) == ([], 0)

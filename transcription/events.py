@@ -1,9 +1,11 @@
 """A running job's segments as they are decoded, for the server-sent events of
 `GET /job/{id}/events` and `POST /v1/audio/transcriptions` with `stream=true`.
 
-The worker appends one JSON line per segment to MEDIA_ROOT/events/<job id>.jsonl, in time order
-and only once everything before the segment is decoded (so a reader can print them as they come);
-any web process reads the lines after the offset it has reached. A shared MEDIA_ROOT is what the
+The worker appends one JSON line per segment to MEDIA_ROOT/events/<job id>.jsonl as soon as it is
+decoded (batched decoding works on several stretches of a file at once, so they come in any time
+order), and a `decoded_to` line saying up to where the audio is decoded without a gap, so a reader
+that must print text in order (OpenAI's deltas) knows which segments nothing can come before. Any
+web process reads the lines after the offset it has reached. A shared MEDIA_ROOT is what the
 scaled-out mode already rests on, so this needs no broker. The file is emptied when an attempt
 starts and removed with the job."""
 from __future__ import annotations
@@ -68,28 +70,31 @@ def read_lines(path: Path, offset: int) -> tuple[list[dict], int]:
 
 class Teller:
     """The pipeline's side: takes segments as the engine decodes them (in any order, with how far
-    the audio is decoded without a gap) and appends each to the log in time order once nothing
-    before it can still come. Times are on the uploaded file's timeline."""
+    the audio is decoded without a gap) and appends them to the log at once. Times are on the
+    uploaded file's timeline."""
 
     def __init__(self, job_id) -> None:
         self.job_id = job_id
-        self.pending: list[Segment] = []
         self.told = 0
 
     def take(self, segments: list[Segment], frontier: float | None) -> None:
         """Segments on the file's timeline; frontier None: everything is decoded."""
-        self.pending.extend(s for s in segments if s.text.strip())
-        self.pending.sort(key=lambda s: (s.start, s.end))
-        ready = [s for s in self.pending if frontier is None or s.start < frontier]
-        if not ready:
-            return
-        self.pending = self.pending[len(ready):]
         events = []
-        for seg in ready:
-            events.append({"type": "segment", "n": self.told, "start": round(seg.start, 3),
-                           "end": round(seg.end, 3), "text": seg.text.strip()})
-            self.told += 1
+        for seg in segments:
+            if seg.text.strip():
+                events.append({"type": "segment", "n": self.told, "start": round(seg.start, 3),
+                               "end": round(seg.end, 3), "text": seg.text.strip()})
+                self.told += 1
+        events.append({"type": "decoded_to", "seconds": None if frontier is None else round(frontier, 3)})
         try:
             append(self.job_id, events)
         except OSError:  # telling is a courtesy: the result is what counts
             pass
+
+
+def in_order(pending: list[dict], decoded_to: float | None) -> tuple[list[dict], list[dict]]:
+    """(segments that can be told now, in time order; those that must wait): a segment can be told
+    once the audio before it is all decoded (decoded_to None: everything is)."""
+    pending = sorted(pending, key=lambda e: (e["start"], e["end"]))
+    ready = [e for e in pending if decoded_to is None or e["start"] < decoded_to]
+    return ready, pending[len(ready):]

@@ -52,6 +52,8 @@ class JobWatch:
             if event.get("type") == "segment" and event.get("n", 0) >= self.told:
                 self.told = event["n"] + 1
                 out.append(("segment", {k: event[k] for k in ("n", "start", "end", "text")}))
+            elif event.get("type") == "decoded_to":
+                out.append(("decoded_to", {"seconds": event["seconds"]}))
         if job.status in FINAL:
             return out + [(job.status, job_state(job))], True
         now = (job.status, round(job.progress, 1))
@@ -110,25 +112,40 @@ def _data(payload: dict) -> str:
 
 def service_events(name: str, data: dict) -> list[str]:
     """`event: progress|segment|done|failed|cancelled|deleted` with the data as JSON."""
+    if name == "decoded_to":
+        return []  # the worker's bookkeeping: segments carry their own times
     return [f"event: {name}\n" + _data(data)]
 
 
 class OpenAIEvents:
-    """OpenAI's transcript stream: `transcript.text.delta` for each segment as it is decoded,
-    then `transcript.text.done` with the final text, or an error object if the job failed."""
+    """OpenAI's transcript stream: `transcript.text.delta` for each segment, in time order, as
+    soon as it and everything before it are decoded, then `transcript.text.done` with the final
+    text, or an error object if the job failed."""
 
     def __init__(self) -> None:
         self.sent = 0
+        self.pending: list[dict] = []  # decoded, but audio before them is not yet
+
+    def _deltas(self, decoded_to: float | None) -> list[str]:
+        ready, self.pending = events.in_order(self.pending, decoded_to)
+        out = []
+        for segment in ready:
+            delta = ("" if self.sent == 0 else " ") + segment["text"]
+            self.sent += 1
+            out.append(_data({"type": "transcript.text.delta", "delta": delta, "logprobs": None}))
+        return out
 
     def __call__(self, name: str, data: dict) -> list[str]:
         if name == "segment":
-            delta = ("" if self.sent == 0 else " ") + data["text"]
-            self.sent += 1
-            return [_data({"type": "transcript.text.delta", "delta": delta, "logprobs": None})]
+            self.pending.append(data)
+            return []
+        if name == "decoded_to":
+            return self._deltas(data["seconds"])
         if name == Job.Status.DONE:
             result = data.get("result") or {}
-            return [_data({"type": "transcript.text.done", "text": result.get("text", ""), "logprobs": None,
-                           "usage": {"type": "duration", "seconds": result.get("duration") or 0}})]
+            return self._deltas(None) + [_data({
+                "type": "transcript.text.done", "text": result.get("text", ""), "logprobs": None,
+                "usage": {"type": "duration", "seconds": result.get("duration") or 0}})]
         if name in (Job.Status.FAILED, Job.Status.CANCELLED, "deleted"):
             message = data.get("error") or data.get("detail") or f"the job was {name}"
             return [_data({"error": {"message": message, "type": "server_error" if name == Job.Status.FAILED

@@ -26,16 +26,19 @@
     let last = null;
     const ticking = setInterval(() => { if (last) show(last); }, 1000);
     const events = new EventSource(live.dataset.jobApi + "/events");
-    let told = -1;
+    // Segments come as the worker decodes them: several stretches of a long file at once, so not
+    // in time order. Kept sorted by time; a reconnection tells them again (same n).
+    const told = new Map();
     events.addEventListener("progress", (e) => { last = JSON.parse(e.data); show(last); });
     events.addEventListener("segment", (e) => {
       const segment = JSON.parse(e.data);
-      if (segment.n <= told) return;  // a reconnection tells the segments again
-      told = segment.n;
+      if (told.has(segment.n)) return;
+      told.set(segment.n, segment);
+      const sorted = [...told.values()].sort((a, b) => a.start - b.start || a.end - b.end);
       text.hidden = false;
+      text.textContent = sorted.map((s) => s.text).join(" ");
       const waiting = document.getElementById("no-transcript");  // "appears when the job is done"
       if (waiting) waiting.textContent = t("text_so_far");
-      text.append((text.textContent ? " " : "") + segment.text);
     });
     for (const end of ["done", "failed", "cancelled", "deleted"]) {
       events.addEventListener(end, () => {
