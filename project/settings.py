@@ -294,7 +294,8 @@ LIVE_WORKER_SILENT_SECONDS = envfloat("LIVE_WORKER_SILENT_SECONDS", 30, low=1)
 LIVE_MIN_STEP_SECONDS = envfloat("LIVE_MIN_STEP_SECONDS", 0.5, low=0.1)  # new audio before decoding again
 LIVE_QUEUE = {**HUEY, "name": HUEY["name"] + "-live"}
 if not _redis_url:
-    LIVE_QUEUE["filename"] = os.getenv("LIVE_HUEY_SQLITE_PATH", str(Path(HUEY["filename"]).with_suffix(".live.sqlite3")))
+    LIVE_QUEUE["filename"] = os.getenv("LIVE_HUEY_SQLITE_PATH",
+                                       str(Path(HUEY["filename"]).with_suffix(".live.sqlite3")))
 
 # The cache holds rate-limit counters: per process by default, shared through Redis when configured.
 CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}

@@ -118,14 +118,19 @@ def shared_env(**overrides: str) -> dict[str, str]:
     }
 
 
+def _consumer(django_db_blocker, command: list[str], log_name: str):
+    """A manage.py consumer for the session, once it has announced itself; stopped after."""
+    proc = start_process([sys.executable, str(REPO / "manage.py"), *command], log_name)
+    with django_db_blocker.unblock():
+        _wait_announced(proc, Path(settings.DATA_DIR) / log_name)
+    yield proc
+    stop_process(proc)
+
+
 @pytest.fixture(scope="session")
 def worker(django_db_setup, django_db_blocker):
     """A real `manage.py run_huey` process sharing the test database and queue files."""
-    proc = start_process([sys.executable, str(REPO / "manage.py"), "run_huey", "--workers", "1"], "worker.log")
-    with django_db_blocker.unblock():
-        _wait_announced(proc, Path(settings.DATA_DIR) / "worker.log")
-    yield proc
-    stop_process(proc)
+    yield from _consumer(django_db_blocker, ["run_huey", "--workers", "1"], "worker.log")
 
 
 def _wait_announced(proc: subprocess.Popen, log_path: Path, timeout: float = 120) -> None:
@@ -173,11 +178,7 @@ def stop_process(proc: subprocess.Popen) -> None:
 @pytest.fixture(scope="session")
 def live_worker(django_db_setup, django_db_blocker):
     """A real `manage.py run_live` process: the live sessions' consumer."""
-    proc = start_process([sys.executable, str(REPO / "manage.py"), "run_live", "--sessions", "3"], "live.log")
-    with django_db_blocker.unblock():
-        _wait_announced(proc, Path(settings.DATA_DIR) / "live.log")
-    yield proc
-    stop_process(proc)
+    yield from _consumer(django_db_blocker, ["run_live", "--sessions", "3"], "live.log")
 
 
 @pytest.fixture(scope="session")

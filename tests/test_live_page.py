@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import requests
 
 from tests import conversations
 from tests.browser import Pages, check_accessible_basics, chromium, fake_microphone, screenshot  # noqa: F401
