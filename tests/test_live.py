@@ -405,3 +405,21 @@ def test_with_api_tokens_a_session_needs_one_or_a_logged_in_user(settings):
     opening.authorize(None, SimpleNamespace(is_authenticated=True))
     assert opening.client_key("s3cret", None, "1.2.3.4") != opening.client_key("other", None, "1.2.3.4")
     assert opening.client_key(None, None, "1.2.3.4") == "addr:1.2.3.4"
+
+
+def test_the_admin_lists_live_sessions_with_how_each_ended_and_its_job(admin_client, clips):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from transcription import services
+    from transcription.models import LiveSession
+    from transcription.schemas import TranscribeOptions
+
+    job = services.create_job(SimpleUploadedFile("live-2026.wav", clips["wav"].read_bytes()),
+                              TranscribeOptions(language="en"), enqueue=False)
+    session = LiveSession.objects.create(model="base", engine="ctranslate2", status="ended", audio_seconds=11.0,
+                                         text="ask not", end_reason="stopped by the client", end_code=1000, job=job)
+    listing = admin_client.get("/admin/transcription/livesession/").content.decode()
+    assert str(session.id)[:8] in listing and "stopped by the client (1000)" in listing and "11.0 s" in listing
+    page = admin_client.get(f"/admin/transcription/livesession/{session.id}/change/").content.decode()
+    assert f"/admin/transcription/job/{job.id}/change/" in page and "ask not" in page
+    assert admin_client.post(f"/admin/transcription/livesession/{session.id}/change/", {}).status_code == 403
