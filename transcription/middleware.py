@@ -2,7 +2,7 @@
 from django.http import HttpRequest, HttpResponse
 
 
-API_PREFIXES = ("/transcribe", "/job/", "/batch/", "/models", "/health", "/v1/", "/openapi.json")
+API_PREFIXES = ("/transcribe", "/job/", "/batch/", "/models", "/health", "/v1/", "/openapi.json", "/live/")
 
 
 class JsonMethodNotAllowed:

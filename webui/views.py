@@ -62,8 +62,8 @@ def js_strings() -> dict[str, str]:
         "size_bytes": _("%(value)s bytes"), "size_kb": _("%(value)s KB"), "size_mb": _("%(value)s MB"),
         "size_gb": _("%(value)s GB"),
         "cannot_play": _("Your browser cannot play this file; the transcript is still usable."),
-        "text_so_far": _("The text decoded so far is shown above, under the progress; the whole transcript"
-                         " appears here when the job is done."),
+        "text_so_far": _("The text decoded so far is above, under the progress; the full transcript will"
+                         " show here once the job has finished."),
         "live_microphone": _("Asking for the microphone…"),
         "live_insecure": _("Browsers give the microphone only to pages opened over https:// or on"
                            " localhost: open this page so (or put the service behind HTTPS)."),
