@@ -40,11 +40,15 @@
       const waiting = document.getElementById("no-transcript");  // "appears when the job is done"
       if (waiting) waiting.textContent = t("text_so_far");
     });
+    // A form being sent (Cancel) leads to its own page, with its message: a reload now would cut
+    // that answer off (and its message with it).
+    let leaving = false;
+    document.addEventListener("submit", () => { leaving = true; });
     for (const end of ["done", "failed", "cancelled", "deleted"]) {
       events.addEventListener(end, () => {
         events.close();
         clearInterval(ticking);
-        window.location.reload();  // the server renders the result, the error or the retry box
+        if (!leaving) window.location.reload();  // the server renders the result, the error or the retry box
       });
     }
     // A lost connection (the server restarting): EventSource tries again by itself.
