@@ -151,42 +151,39 @@ class LiveConsumer(AsyncWebsocketConsumer):
         """Pass the worker's messages on; watch the start, the idle limit and the end."""
         offset, started, opened = 0, False, time.monotonic()
         heard = asked = opened  # the worker's last message; the last look at its heartbeat
-        try:
-            while True:
-                messages, offset = self.files.read_messages(offset)
-                if messages:
-                    heard = time.monotonic()
-                for message in messages:
-                    if message["type"] == "session.ready":
-                        started = True
-                    if message["type"] == "ended":
-                        job, base = message.get("job_id"), base_url(self.scope)
-                        message["job_url"] = f"{base}/job/{job}" if job else None
-                        message["page_url"] = f"{base}/jobs/{job}/" if job else None
-                    await self._send(message)
-                    if message["type"] == "ended":
-                        self.ended = True
-                        await self.close(code=int(message["code"]), reason=short_reason(message["reason"]))
-                        await sync_to_async(self.files.remove, thread_sensitive=False)()
-                        return
-                now = time.monotonic()
-                # No live worker took the session in time, or its worker stopped beating (killed,
-                # its machine lost; before it is ready it may be loading a model): the session is
-                # ended from here, its recording kept as a job. `ended` then comes as any other.
-                silent = settings.LIVE_WORKER_SILENT_SECONDS * (1 if started else 4)
-                late = (not started and now - opened > START_SECONDS) or now - heard > silent
-                if late and now - asked > 5:
-                    asked = now
-                    await database_sync_to_async(codes.rescue, thread_sensitive=False)(
-                        self.session.id, START_SECONDS, silent)
-                if not self.ending and now - self.last_audio > settings.LIVE_IDLE_SECONDS:
-                    await self._end(f"no audio for {settings.LIVE_IDLE_SECONDS:g} s", codes.IDLE)
-                if self.ending and now - self.ending_at > END_SECONDS:
-                    await self._refuse(codes.ERROR, "the live worker did not end the session in time")
+        while True:
+            messages, offset = self.files.read_messages(offset)
+            if messages:
+                heard = time.monotonic()
+            for message in messages:
+                if message["type"] == "session.ready":
+                    started = True
+                if message["type"] == "ended":
+                    job, base = message.get("job_id"), base_url(self.scope)
+                    message["job_url"] = f"{base}/job/{job}" if job else None
+                    message["page_url"] = f"{base}/jobs/{job}/" if job else None
+                await self._send(message)
+                if message["type"] == "ended":
+                    self.ended = True
+                    await self.close(code=int(message["code"]), reason=short_reason(message["reason"]))
+                    await sync_to_async(self.files.remove, thread_sensitive=False)()
                     return
-                await asyncio.sleep(TICK)
-        except asyncio.CancelledError:
-            raise
+            now = time.monotonic()
+            # No live worker took the session in time, or its worker stopped beating (killed,
+            # its machine lost; before it is ready it may be loading a model): the session is
+            # ended from here, its recording kept as a job. `ended` then comes as any other.
+            silent = settings.LIVE_WORKER_SILENT_SECONDS * (1 if started else 4)
+            late = (not started and now - opened > START_SECONDS) or now - heard > silent
+            if late and now - asked > 5:
+                asked = now
+                await database_sync_to_async(codes.rescue, thread_sensitive=False)(
+                    self.session.id, START_SECONDS, silent)
+            if not self.ending and now - self.last_audio > settings.LIVE_IDLE_SECONDS:
+                await self._end(f"no audio for {settings.LIVE_IDLE_SECONDS:g} s", codes.IDLE)
+            if self.ending and now - self.ending_at > END_SECONDS:
+                await self._refuse(codes.ERROR, "the live worker did not end the session in time")
+                return
+            await asyncio.sleep(TICK)
 
     async def disconnect(self, code):
         if self.files is None or self.ended:

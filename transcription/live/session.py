@@ -67,16 +67,10 @@ def _word_list(words: list[Word]) -> list[dict]:
              "probability": round(w.probability, 4)} for w in words]
 
 
-def _final(words: list[Word]) -> dict:
-    return {"type": "final", "text": text_of(words), "start": round(words[0].start, 3),
-            "end": round(words[-1].end, 3), "words": _word_list(words)}
-
-
-def _partial(words: list[Word]) -> dict:
-    if not words:
-        return {"type": "partial", "text": "", "start": None, "end": None, "words": []}
-    return {"type": "partial", "text": text_of(words), "start": round(words[0].start, 3),
-            "end": round(words[-1].end, 3), "words": _word_list(words)}
+def _told(kind: str, words: list[Word]) -> dict:
+    """A `final` or `partial` message of these words (a partial may be empty)."""
+    return {"type": kind, "text": text_of(words), "start": round(words[0].start, 3) if words else None,
+            "end": round(words[-1].end, 3) if words else None, "words": _word_list(words)}
 
 
 def run(session_id: str) -> None:
@@ -100,7 +94,7 @@ def run(session_id: str) -> None:
         files.tell([{"type": "session.ready"}])
         reason, code = _listen(session, files, decoder)
         rest = decoder.finish()
-        files.tell(([_final(rest)] if rest else []) + [_partial([])])
+        files.tell(([_told("final", rest)] if rest else []) + [_told("partial", [])])
     except Exception as exc:  # the recording is still kept as a job
         log.exception("live=%s event=error", session.id)
         reason, code = f"live decoding failed: {type(exc).__name__}: {str(exc)[:150]}", ERROR
@@ -131,7 +125,7 @@ def _listen(session: LiveSession, files: SessionFiles, decoder: LocalAgreement) 
                 heartbeat_at=timezone.now(), audio_seconds=decoder.received / SAMPLE_RATE)
         if decoder.waiting_seconds >= settings.LIVE_MIN_STEP_SECONDS:
             confirmed, tentative = decoder.step()
-            files.tell(([_final(confirmed)] if confirmed else []) + [_partial(tentative)])
+            files.tell(([_told("final", confirmed)] if confirmed else []) + [_told("partial", tentative)])
         else:
             time.sleep(POLL_SECONDS)
 
