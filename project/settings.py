@@ -246,8 +246,27 @@ JOB_MAX_ATTEMPTS = envint("JOB_MAX_ATTEMPTS", 3, low=1)
 # Worker threads (and the inference threads they start) run at this niceness, so that a busy
 # worker on the web server's machine does not slow its pages and status requests. 0: unchanged.
 WORKER_NICE = envint("WORKER_NICE", 10, low=0, high=19)
-# Optional API bearer tokens (comma-separated); unset, the API is open, as the spec intends locally.
+# Shared service tokens (comma-separated): each acts as the service itself, seeing every job (for
+# trusted automation); people get personal tokens (the admin, /account, manage.py create_token).
 API_TOKENS = envlist("API_TOKENS", "")
+# Whether every page and API call needs a user (a login, or a personal or service token). Default:
+# when API_TOKENS is set. Unset and without API_TOKENS, the service is open, as the spec intends
+# locally: anonymous callers see only anonymous jobs; logged-in users and tokens see their own.
+AUTH_REQUIRED = envbool("AUTH_REQUIRED", bool(API_TOKENS))
+# Quotas per user (an account in the admin may set its own): audio hours in any 24 hours, and jobs
+# waiting or running at once. Unset: no limit. Anonymous use of an open service has none.
+QUOTA_AUDIO_HOURS_PER_DAY = envfloat("QUOTA_AUDIO_HOURS_PER_DAY", 0, low=0) or None
+QUOTA_QUEUED_JOBS = envint("QUOTA_QUEUED_JOBS", 0, low=0) or None
+# Callbacks (callback_url) and, later, files by URL go only to public addresses: loopback, private,
+# link-local (cloud metadata) and other reserved ranges are refused unless this is true.
+ALLOW_PRIVATE_NETWORKS = envbool("ALLOW_PRIVATE_NETWORKS")
+# A callback that fails is tried again after WEBHOOK_RETRY_SECONDS, then twice as long each time,
+# WEBHOOK_MAX_ATTEMPTS tries in all; each waits WEBHOOK_TIMEOUT_SECONDS for the answer.
+WEBHOOK_MAX_ATTEMPTS = envint("WEBHOOK_MAX_ATTEMPTS", 6, low=1, high=20)
+WEBHOOK_RETRY_SECONDS = envfloat("WEBHOOK_RETRY_SECONDS", 30, low=0.1)
+WEBHOOK_TIMEOUT_SECONDS = envfloat("WEBHOOK_TIMEOUT_SECONDS", 10, low=0.5, high=120)
+# A share link lasts this many days unless its owner chooses otherwise.
+SHARE_LINK_DAYS = envint("SHARE_LINK_DAYS", 7, low=1, high=3650)
 # Per-client limit on creating jobs (POST /transcribe, /transcribe/batch, /v1/audio/*): e.g. "30/min".
 JOB_RATE_LIMIT = os.getenv("JOB_RATE_LIMIT", "") or None
 # How long POST /transcribe waits for its job before answering 202 with the job's URL.

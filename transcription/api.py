@@ -16,7 +16,7 @@ from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.files import UploadedFile
 from pydantic import Field
 
-from . import formats, selectors, services, sse
+from . import access, formats, selectors, services, sse
 from .auth import API_AUTH, JOB_THROTTLE
 from .models import Job
 from .schemas import (BatchAccepted, BatchOut, Error, JobAccepted, JobOut, LiveSessionOut, ModelsOut,
@@ -209,12 +209,12 @@ def transcribe_batch(request: HttpRequest, files: list[UploadedFile] = File(...)
 
 @api.get("/batch/{batch_id}", response={200: BatchOut, **ERRORS}, summary="A batch's jobs, aggregated")
 def batch_status(request: HttpRequest, batch_id: str):
-    return selectors.batch_or_404(batch_id)
+    return selectors.batch_or_404(batch_id, access.of_request(request))
 
 
 @api.get("/job/{job_id}", response={200: JobOut, **ERRORS}, summary="A job's status and result")
 def job_status(request: HttpRequest, job_id: str):
-    return selectors.job_or_404(job_id)
+    return selectors.job_or_404(job_id, access.of_request(request))
 
 
 @api.get("/job/{job_id}/events", response={200: None, **ERRORS},
@@ -225,7 +225,7 @@ def job_status(request: HttpRequest, job_id: str):
          " (the job, with its result when done) and the stream ends. Segments are the decoder's: the"
          " final result may split them (speakers) or time them more exactly (words).")
 def job_events(request: HttpRequest, job_id: str):
-    return sse.response(request, selectors.job_or_404(job_id), sse.service_events)
+    return sse.response(request, selectors.job_or_404(job_id, access.of_request(request)), sse.service_events)
 
 
 @api.get("/live/{session_id}", response={200: LiveSessionOut, **ERRORS},
@@ -233,18 +233,18 @@ def job_events(request: HttpRequest, job_id: str):
          description="For a client whose socket closed without the `ended` message (a server restart, a lost"
          " connection): the session's `session_id` came in `session.started`.")
 def live_session(request: HttpRequest, session_id: str):
-    return selectors.live_session_or_404(session_id)
+    return selectors.live_session_or_404(session_id, access.of_request(request))
 
 
 @api.post("/job/{job_id}/cancel", response={200: JobAccepted, **ERRORS}, summary="Cancel a queued or running job")
 def job_cancel(request: HttpRequest, job_id: str):
-    return _accepted(request, services.cancel(selectors.job_or_404(job_id)))
+    return _accepted(request, services.cancel(selectors.job_or_404(job_id, access.of_request(request))))
 
 
 @api.put("/job/{job_id}/speakers", response={200: JobOut, **ERRORS},
          summary="Name a finished job's speakers; its downloads and result file then use the names")
 def job_speakers(request: HttpRequest, job_id: str, body: SpeakerNamesIn):
-    return services.rename_speakers(selectors.job_or_404(job_id), body.names)
+    return services.rename_speakers(selectors.job_or_404(job_id, access.of_request(request)), body.names)
 
 
 class ResultQuery(Schema):
@@ -260,7 +260,7 @@ class ResultQuery(Schema):
 def job_result(request: HttpRequest, job_id: str, query: Query[ResultQuery]):
     subtitles = formats.SubtitleOptions(query.max_line_width, query.max_line_count, query.highlight_words,
                                         query.max_words_per_line)
-    body, content_type, filename = services.result_file(selectors.job_or_404(job_id), query.format, subtitles)
+    body, content_type, filename = services.result_file(selectors.job_or_404(job_id, access.of_request(request)), query.format, subtitles)
     response = HttpResponse(body, content_type=content_type)
     response["Content-Disposition"] = f"attachment; filename*=UTF-8''{quote(filename)}"
     return response

@@ -1,60 +1,59 @@
-"""Who may call the API and how often.
+"""The API's authentication and per-client rate limit.
 
-Optional bearer tokens: with API_TOKENS set, API calls need `Authorization: Bearer <token>` (or a
-logged-in Django session, for the web UI); unset, the API stays open for local use.
+A personal token or a shared service token (`Authorization: Bearer …`), else the logged-in
+session (the web pages' calls, CSRF-checked), else, on an open service, anyone: each sets
+`request.actor` (transcription.access), through which every read and write is scoped.
 Optional per-client limit on creating jobs: JOB_RATE_LIMIT (e.g. "30/min"), counted per token,
 user or address in Django's cache (Redis when configured, so all web processes share it)."""
 from __future__ import annotations
-
-import hashlib
-import hmac
 
 from django.conf import settings
 from django.http import HttpRequest
 from ninja.security import HttpBearer, SessionAuth
 from ninja.throttling import BaseThrottle, SimpleRateThrottle
 
-
-def tokens_required() -> bool:
-    return bool(settings.API_TOKENS)
+from . import access
 
 
-class OptionalBearer(HttpBearer):
-    def __call__(self, request: HttpRequest):
-        if not tokens_required():
-            return "open"
-        return super().__call__(request)
+class BearerToken(HttpBearer):
+    """A personal API token (stt_…) or a service token; a read-only one only reads."""
 
     def authenticate(self, request: HttpRequest, token: str):
-        for known in settings.API_TOKENS:
-            if hmac.compare_digest(token.encode(), known.encode()):
-                return token
-        return None
+        actor = access.bearer_actor(token, request.method)  # access.Refused: 401/403 with the reason
+        if actor is not None:
+            request.actor = actor
+        return actor
 
 
 class LoggedInSession(SessionAuth):
-    """A logged-in Django user (the web UI), CSRF-checked; anonymous requests fall through to 401."""
+    """A logged-in Django user (the web UI), CSRF-checked; anonymous requests fall through."""
 
     def __call__(self, request: HttpRequest):
-        if not getattr(request, "user", None) or not request.user.is_authenticated:
+        actor = access.from_user(getattr(request, "user", None))
+        if actor is None or not super().__call__(request):
             return None
-        return super().__call__(request)
+        request.actor = actor
+        return actor
 
 
-API_AUTH = [OptionalBearer(), LoggedInSession()]
+class OpenService:
+    """Anyone, when the service is open (AUTH_REQUIRED unset and no API_TOKENS)."""
+
+    def __call__(self, request: HttpRequest):
+        if access.auth_required():
+            return None
+        request.actor = access.ANONYMOUS
+        return access.ANONYMOUS
+
+
+API_AUTH = [BearerToken(), LoggedInSession(), OpenService()]
 
 
 class _ClientRate(SimpleRateThrottle):
     scope = "jobs"
 
     def get_cache_key(self, request: HttpRequest) -> str:
-        auth = getattr(request, "auth", None)
-        if isinstance(auth, str) and auth != "open":
-            ident = "token:" + hashlib.sha256(auth.encode()).hexdigest()
-        elif getattr(request, "user", None) is not None and request.user.is_authenticated:
-            ident = f"user:{request.user.pk}"
-        else:
-            ident = f"addr:{self.get_ident(request)}"
+        ident = access.of_request(request).key or f"addr:{self.get_ident(request)}"
         return self.cache_format % {"scope": self.scope, "ident": ident}
 
 

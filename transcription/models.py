@@ -7,11 +7,14 @@ from pathlib import Path
 
 from django.conf import settings
 from django.db import models, transaction
+from django.dispatch import Signal
 from django.utils import timezone
 from django.utils.functional import cached_property
 from django.utils.translation import gettext_lazy as _
 
 from .spec import JobSpec
+
+job_ended = Signal()  # sent with job=<Job> once a job is done, failed or cancelled (after commit)
 
 
 class Upload(models.Model):
@@ -26,6 +29,9 @@ class Upload(models.Model):
         _("duration"), null=True, blank=True, help_text=_("Seconds, from FFmpeg's probe.")
     )
     created_at = models.DateTimeField(_("created at"), default=timezone.now, db_index=True)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, verbose_name=_("owner"), null=True, blank=True,
+                              on_delete=models.SET_NULL, related_name="+",
+                              help_text=_("Who sent it; empty: sent anonymously (an open service)."))
 
     class Meta:
         ordering = ["-created_at"]
@@ -61,6 +67,11 @@ class Batch(models.Model):
     id = models.UUIDField(_("id"), primary_key=True, default=uuid.uuid4, editable=False)
     options = models.JSONField(_("options"), default=dict)
     created_at = models.DateTimeField(_("created at"), default=timezone.now, db_index=True)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, verbose_name=_("owner"), null=True, blank=True,
+                              on_delete=models.SET_NULL, related_name="+")
+    callback_url = models.CharField(_("callback URL"), max_length=1000, blank=True,
+                                    help_text=_("Told when every job of the batch has finished."))
+    notified_at = models.DateTimeField(_("batch callback queued at"), null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]
@@ -163,11 +174,19 @@ class Job(models.Model):
     heartbeat_at = models.DateTimeField(_("heartbeat at"), null=True, blank=True, db_index=True)
     error_code = models.CharField(_("error code"), max_length=20, blank=True, choices=ErrorCode.choices)
     attempts = models.PositiveIntegerField(_("attempts"), default=0)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, verbose_name=_("owner"), null=True, blank=True,
+                              on_delete=models.SET_NULL, related_name="transcription_jobs",
+                              help_text=_("Who created it; empty: anonymous (an open service) or from before"
+                                          " owners were kept. Only its owner, and staff allowed to see every"
+                                          " job, can see it."))
+    callback_url = models.CharField(_("callback URL"), max_length=1000, blank=True,
+                                    help_text=_("Sent a signed POST when the job is done, failed or cancelled."))
 
     class Meta:
         ordering = ["-created_at"]
         verbose_name = _("job")
         verbose_name_plural = _("jobs")
+        permissions = [("view_all_jobs", _("Can see and act on every owner's jobs"))]
 
     def __str__(self) -> str:
         return f"{self.id} ({self.get_status_display()})"  # the status in the reader's language
@@ -231,6 +250,12 @@ class Job(models.Model):
             raise TransitionError(f"job {self.pk} is {self.status}, cannot become {fields['status']}")
         for name, value in fields.items():
             setattr(self, name, value)
+        if fields["status"] in self.FINAL:
+            self._ended()
+
+    def _ended(self) -> None:
+        """Tell whoever listens (webhooks) that the job reached a final state, once it is committed."""
+        transaction.on_commit(lambda: job_ended.send(sender=Job, job=self))
 
     def start(self, worker: str = "") -> None:
         now = timezone.now()
@@ -294,6 +319,7 @@ class Job(models.Model):
                                                error=reason[:5000], error_code=code):
                 raise TransitionError(f"job {self.pk} moved on since its heartbeat at {expected_heartbeat}")
             self.status, self.error, self.error_code = JobStatus.FAILED, reason[:5000], code
+            self._ended()
             return
         self._move(
             (JobStatus.QUEUED, JobStatus.RUNNING),
@@ -430,6 +456,8 @@ class LiveSession(models.Model):
     end_code = models.PositiveIntegerField(_("close code"), null=True, blank=True)
     job = models.OneToOneField(Job, verbose_name=_("job"), null=True, blank=True, on_delete=models.SET_NULL,
                                related_name="live_session")
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, verbose_name=_("owner"), null=True, blank=True,
+                              on_delete=models.SET_NULL, related_name="+")
 
     objects = LiveSessionQuerySet.as_manager()
 
@@ -447,3 +475,231 @@ class LiveSession(models.Model):
         from .schemas import TranscribeOptions
 
         return TranscribeOptions.model_validate(self.options)
+
+
+# --- people: accounts, personal API tokens, share links, webhook deliveries ------------------------
+
+
+def _secret(nbytes: int = 32) -> str:
+    import secrets
+
+    return secrets.token_urlsafe(nbytes)
+
+
+def digest(key: str) -> str:
+    """How a token or share key is stored: its SHA-256 (the keys are random, 256 bits: no salt or
+    slow hash is needed to make them unguessable)."""
+    import hashlib
+
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+class Account(models.Model):
+    """What the service keeps per user beside Django's user: the webhook secret and default callback
+    address, and the user's quotas (empty: the service-wide QUOTA_* settings)."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, verbose_name=_("user"), on_delete=models.CASCADE,
+                                related_name="transcription_account")
+    webhook_secret = models.CharField(_("webhook secret"), max_length=100, default=_secret,
+                                      help_text=_("Signs the callbacks of this user's jobs (HMAC-SHA256)."))
+    callback_url = models.CharField(_("default callback URL"), max_length=1000, blank=True,
+                                    help_text=_("Used for jobs that name none."))
+    audio_hours_per_day = models.FloatField(
+        _("audio hours per day"), null=True, blank=True,
+        help_text=_("Most audio this user may send in any 24 hours; empty: QUOTA_AUDIO_HOURS_PER_DAY."))
+    max_queued_jobs = models.PositiveIntegerField(
+        _("queued jobs at most"), null=True, blank=True,
+        help_text=_("Most jobs waiting or running at once; empty: QUOTA_QUEUED_JOBS."))
+
+    class Meta:
+        verbose_name = _("account")
+        verbose_name_plural = _("accounts")
+
+    def __str__(self) -> str:
+        return str(self.user)
+
+    @classmethod
+    def of(cls, user) -> "Account":
+        account, _created = cls.objects.get_or_create(user=user)
+        return account
+
+    @property
+    def audio_limit_seconds(self) -> float | None:
+        hours = self.audio_hours_per_day if self.audio_hours_per_day is not None else settings.QUOTA_AUDIO_HOURS_PER_DAY
+        return hours * 3600 if hours is not None else None
+
+    @property
+    def queued_limit(self) -> int | None:
+        return self.max_queued_jobs if self.max_queued_jobs is not None else settings.QUOTA_QUEUED_JOBS
+
+    def audio_seconds_today(self) -> float:
+        """Seconds of audio of this user's jobs created in the last 24 hours that are done or still
+        to do (failed and cancelled jobs do not count)."""
+        since = timezone.now() - timedelta(days=1)
+        rows = Job.objects.filter(owner=self.user_id, created_at__gte=since).exclude(
+            status__in=(JobStatus.FAILED, JobStatus.CANCELLED))
+        total = rows.aggregate(s=models.Sum(models.functions.Coalesce("audio_duration", "upload__duration")))["s"]
+        return float(total or 0.0)
+
+    def queued_now(self) -> int:
+        return Job.objects.filter(owner=self.user_id, status__in=(JobStatus.QUEUED, JobStatus.RUNNING)).count()
+
+    def new_webhook_secret(self) -> str:
+        self.webhook_secret = _secret()
+        self.save(update_fields=["webhook_secret"])
+        return self.webhook_secret
+
+
+class TokenScope(models.TextChoices):
+    READ = "read", _("Read")
+    WRITE = "write", _("Read and write")
+
+
+class KeyQuerySet(models.QuerySet):
+    def active(self):
+        now = timezone.now()
+        return self.filter(revoked_at__isnull=True).filter(models.Q(expires_at__isnull=True)
+                                                           | models.Q(expires_at__gt=now))
+
+
+class SecretKey(models.Model):
+    """A random key handed out once and stored as its SHA-256, with the first characters kept to
+    recognise it by; it can expire and be revoked."""
+
+    PREFIX = ""  # what every key of the kind starts with, so people (and secret scanners) know it
+
+    prefix = models.CharField(_("starts with"), max_length=20, db_index=True, editable=False)
+    key_digest = models.CharField(_("SHA-256"), max_length=64, unique=True, editable=False)
+    created_at = models.DateTimeField(_("created at"), default=timezone.now)
+    expires_at = models.DateTimeField(_("expires at"), null=True, blank=True,
+                                      help_text=_("Empty: never."))
+    last_used_at = models.DateTimeField(_("last used at"), null=True, blank=True, editable=False)
+    revoked_at = models.DateTimeField(_("revoked at"), null=True, blank=True, editable=False)
+
+    objects = KeyQuerySet.as_manager()
+
+    class Meta:
+        abstract = True
+
+    def new_key(self) -> str:
+        """Give this row a fresh key (before its first save) and return it: the only time it is seen."""
+        key = self.PREFIX + _secret()
+        self.prefix, self.key_digest = key[: len(self.PREFIX) + 6], digest(key)
+        return key
+
+    @classmethod
+    def find(cls, key: str):
+        """The row holding this key, whatever its state (None: no such key)."""
+        if not key.startswith(cls.PREFIX) or len(key) > 200:
+            return None
+        return cls.objects.filter(key_digest=digest(key)).first()
+
+    @property
+    def state(self) -> str:
+        """active, expired or revoked."""
+        if self.revoked_at is not None:
+            return "revoked"
+        if self.expires_at is not None and self.expires_at <= timezone.now():
+            return "expired"
+        return "active"
+
+    @property
+    def is_active(self) -> bool:
+        return self.state == "active"
+
+    def revoke(self) -> None:
+        type(self).objects.filter(pk=self.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
+        self.refresh_from_db(fields=["revoked_at"])
+
+    def touch(self) -> None:
+        """Note a use; at most once a minute, so reading a job does not write a row each time."""
+        now = timezone.now()
+        if self.last_used_at is None or now - self.last_used_at > timedelta(minutes=1):
+            type(self).objects.filter(pk=self.pk).update(last_used_at=now)
+            self.last_used_at = now
+
+
+class ApiToken(SecretKey):
+    """A personal API token: it acts as its user, with read or read + write scope."""
+
+    PREFIX = "stt_"
+    Scope = TokenScope
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, verbose_name=_("user"), on_delete=models.CASCADE,
+                             related_name="api_tokens")
+    name = models.CharField(_("name"), max_length=100, help_text=_("What it is for, e.g. the laptop's script."))
+    scope = models.CharField(_("scope"), max_length=10, choices=TokenScope.choices, default=TokenScope.WRITE)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = _("API token")
+        verbose_name_plural = _("API tokens")
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+    @property
+    def can_write(self) -> bool:
+        return self.scope == TokenScope.WRITE
+
+
+class ShareLink(SecretKey):
+    """A read-only link to one finished job: its transcript, player and downloads, for anyone holding it."""
+
+    PREFIX = "sh_"
+
+    job = models.ForeignKey(Job, verbose_name=_("job"), on_delete=models.CASCADE, related_name="share_links")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, verbose_name=_("created by"), null=True, blank=True,
+                                   on_delete=models.SET_NULL, related_name="+")
+    views = models.PositiveIntegerField(_("views"), default=0, editable=False)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = _("share link")
+        verbose_name_plural = _("share links")
+
+    def __str__(self) -> str:
+        return f"{self.prefix}… → {self.job_id}"
+
+    def touch(self) -> None:
+        ShareLink.objects.filter(pk=self.pk).update(views=models.F("views") + 1, last_used_at=timezone.now())
+
+
+class DeliveryOutcome(models.TextChoices):
+    DELIVERED = "delivered", _("Delivered")
+    RETRYING = "retrying", _("Failed; will retry")
+    GAVE_UP = "gave_up", _("Failed; no more tries")
+    REFUSED = "refused", _("Refused (address not allowed)")
+
+
+class WebhookDelivery(models.Model):
+    """One attempt to POST a callback (a job or batch that finished) and what the receiver answered."""
+
+    Outcome = DeliveryOutcome
+
+    event_id = models.CharField(_("event id"), max_length=100, db_index=True,
+                                help_text=_("The same for every attempt at one event: receivers drop repeats by it."))
+    event = models.CharField(_("event"), max_length=40)
+    job = models.ForeignKey(Job, verbose_name=_("job"), null=True, blank=True, on_delete=models.CASCADE,
+                            related_name="deliveries")
+    batch = models.ForeignKey(Batch, verbose_name=_("batch"), null=True, blank=True, on_delete=models.CASCADE,
+                              related_name="deliveries")
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, verbose_name=_("owner"), null=True, blank=True,
+                              on_delete=models.SET_NULL, related_name="+")
+    url = models.CharField(_("URL"), max_length=1000)
+    attempt = models.PositiveSmallIntegerField(_("attempt"))
+    outcome = models.CharField(_("outcome"), max_length=10, choices=DeliveryOutcome.choices)
+    status_code = models.PositiveSmallIntegerField(_("answer status"), null=True, blank=True)
+    answer = models.TextField(_("answer"), blank=True, help_text=_("The start of the receiver's answer."))
+    error = models.TextField(_("error"), blank=True)
+    sent_at = models.DateTimeField(_("sent at"), default=timezone.now, db_index=True)
+    duration_ms = models.PositiveIntegerField(_("took (ms)"), null=True, blank=True)
+    next_attempt_at = models.DateTimeField(_("next attempt at"), null=True, blank=True)
+
+    class Meta:
+        ordering = ["-sent_at", "-attempt"]
+        verbose_name = _("webhook delivery")
+        verbose_name_plural = _("webhook deliveries")
+
+    def __str__(self) -> str:
+        return f"{self.event} #{self.attempt} → {self.url}"

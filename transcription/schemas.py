@@ -84,6 +84,10 @@ class TranscribeOptions(Schema):
     min_speakers: int | None = Field(None, ge=1, le=MAX_SPEAKERS, description="With diarize: at least this many.")
     max_speakers: int | None = Field(None, ge=1, le=MAX_SPEAKERS, description="With diarize: at most this many.")
     wait: bool = Field(True, description="Answer with the result (true) or 202 with the job's URL (false).")
+    callback_url: str | None = Field(
+        None, max_length=1000, description="An http(s) address sent a signed POST when the job (each job of a"
+        " batch, then the batch) is done, failed or cancelled. Default: your account's callback URL."
+        " Loopback and private addresses are refused unless ALLOW_PRIVATE_NETWORKS=true (README: Webhooks).")
 
     @model_validator(mode="before")
     @classmethod

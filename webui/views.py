@@ -20,7 +20,7 @@ from django.views.decorators.http import require_POST, require_safe
 
 from transcription import formats, services
 from transcription import selectors as reads
-from transcription.auth import tokens_required
+from transcription import access
 from transcription.models import Job
 from transcription.uploads import ALLOWED_EXTENSIONS
 
@@ -30,14 +30,22 @@ from .media import ranged_file_response
 from .templatetags.webui import filesize
 
 
-def private_when_tokens(view):
-    """With API tokens configured the service is not open: pages then need a logged-in user
-    (the admin's login), as the API then needs a token or that same session."""
+def with_actor(view):
+    """Who is asking (transcription.access) on `request.actor`: a bearer token (a script fetching a
+    job's audio), the logged-in user, or anyone on an open service; else the login page."""
 
     @functools.wraps(view)
     def wrapped(request: HttpRequest, *args, **kwargs):
-        if tokens_required() and not request.user.is_authenticated:
+        try:
+            actor = access.of_page(request)
+        except access.Refused as exc:
+            response = HttpResponse(exc.message + "\n", status=exc.status, content_type="text/plain; charset=utf-8")
+            if exc.status == 401:
+                response["WWW-Authenticate"] = "Bearer"
+            return response
+        if actor is None:
             return redirect_to_login(request.get_full_path(), reverse("admin:login"))
+        request.actor = actor
         return view(request, *args, **kwargs)
 
     return wrapped
@@ -91,7 +99,7 @@ def js_strings() -> dict[str, str]:
 
 
 @require_safe
-@private_when_tokens
+@with_actor
 def index(request: HttpRequest) -> HttpResponse:
     return render(request, "webui/index.html", {
         "form": OptionsForm(),
@@ -105,7 +113,7 @@ def index(request: HttpRequest) -> HttpResponse:
 
 
 @require_safe
-@private_when_tokens
+@with_actor
 def live(request: HttpRequest) -> HttpResponse:
     form = OptionsForm()
     unavailable = None
@@ -123,12 +131,12 @@ def live(request: HttpRequest) -> HttpResponse:
 
 
 @require_safe
-@private_when_tokens
+@with_actor
 def history(request: HttpRequest) -> HttpResponse:
     status = request.GET.get("status") or None
     status = status if status in Job.Status.values else None
     several = request.GET.get("speakers") == "several"
-    page = reads.history_page(request.GET.get("page"), status, several_speakers=several)
+    page = reads.history_page(request.actor, request.GET.get("page"), status, several_speakers=several)
     filters = {"status": status, "speakers": "several" if several else None}
     return render(request, "webui/jobs.html", {
         "page": page, "status": status, "several_speakers": several, "statuses": Job.Status.choices,
@@ -165,15 +173,15 @@ def _job_context(job: Job, form: OptionsForm | None = None, names_form: SpeakerN
 
 
 @require_safe
-@private_when_tokens
+@with_actor
 def job_page(request: HttpRequest, job_id: UUID) -> HttpResponse:
-    return render(request, "webui/job.html", _job_context(reads.job_or_404(job_id)))
+    return render(request, "webui/job.html", _job_context(reads.job_or_404(job_id, request.actor)))
 
 
 @require_POST
-@private_when_tokens
+@with_actor
 def job_cancel(request: HttpRequest, job_id: UUID) -> HttpResponse:
-    job = reads.job_or_404(job_id)
+    job = reads.job_or_404(job_id, request.actor)
     try:
         services.cancel(job)
         messages.success(request, _("The job was cancelled."))
@@ -183,9 +191,9 @@ def job_cancel(request: HttpRequest, job_id: UUID) -> HttpResponse:
 
 
 @require_POST
-@private_when_tokens
+@with_actor
 def job_retry(request: HttpRequest, job_id: UUID) -> HttpResponse:
-    job = reads.job_or_404(job_id)
+    job = reads.job_or_404(job_id, request.actor)
     form = OptionsForm(request.POST)
     if form.is_valid():
         try:
@@ -201,9 +209,9 @@ def job_retry(request: HttpRequest, job_id: UUID) -> HttpResponse:
 
 
 @require_POST
-@private_when_tokens
+@with_actor
 def job_speakers(request: HttpRequest, job_id: UUID) -> HttpResponse:
-    job = reads.job_or_404(job_id)
+    job = reads.job_or_404(job_id, request.actor)
     form = SpeakerNamesForm(display.speakers(job), request.POST)
     if form.is_valid():
         try:
@@ -217,9 +225,9 @@ def job_speakers(request: HttpRequest, job_id: UUID) -> HttpResponse:
 
 
 @require_safe
-@private_when_tokens
+@with_actor
 def job_audio(request: HttpRequest, job_id: UUID) -> HttpResponse:
-    job = reads.job_or_404(job_id)
+    job = reads.job_or_404(job_id, request.actor)
     if not job.upload.is_stored:
         raise Http404(_("The uploaded file is no longer stored."))
     path = job.upload.path
