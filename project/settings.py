@@ -154,6 +154,8 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # After the admin's login (also the pages' login when API_TOKENS is set), when `next` is missing or
 # points off the site: the front page, which every user who can log in may use (not a 404).
 LOGIN_REDIRECT_URL = "webui:index"
+LOGIN_URL = "webui:login"  # every user's (the admin keeps its own, for staff)
+LOGOUT_REDIRECT_URL = "webui:login"
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -249,10 +251,10 @@ WORKER_NICE = envint("WORKER_NICE", 10, low=0, high=19)
 # Shared service tokens (comma-separated): each acts as the service itself, seeing every job (for
 # trusted automation); people get personal tokens (the admin, /account, manage.py create_token).
 API_TOKENS = envlist("API_TOKENS", "")
-# Whether every page and API call needs a user (a login, or a personal or service token). Default:
-# when API_TOKENS is set. Unset and without API_TOKENS, the service is open, as the spec intends
-# locally: anonymous callers see only anonymous jobs; logged-in users and tokens see their own.
-AUTH_REQUIRED = envbool("AUTH_REQUIRED", bool(API_TOKENS))
+# Whether every page and API call needs a user (a login, or a personal or service token); always so
+# when API_TOKENS is set. Otherwise the service is open, as the spec intends locally: anonymous
+# callers see only anonymous jobs; logged-in users and personal tokens see their own.
+AUTH_REQUIRED = envbool("AUTH_REQUIRED", False)
 # Quotas per user (an account in the admin may set its own): audio hours in any 24 hours, and jobs
 # waiting or running at once. Unset: no limit. Anonymous use of an open service has none.
 QUOTA_AUDIO_HOURS_PER_DAY = envfloat("QUOTA_AUDIO_HOURS_PER_DAY", 0, low=0) or None
@@ -265,6 +267,9 @@ ALLOW_PRIVATE_NETWORKS = envbool("ALLOW_PRIVATE_NETWORKS")
 WEBHOOK_MAX_ATTEMPTS = envint("WEBHOOK_MAX_ATTEMPTS", 6, low=1, high=20)
 WEBHOOK_RETRY_SECONDS = envfloat("WEBHOOK_RETRY_SECONDS", 30, low=0.1)
 WEBHOOK_TIMEOUT_SECONDS = envfloat("WEBHOOK_TIMEOUT_SECONDS", 10, low=0.5, high=120)
+# Signs the callbacks of jobs and batches without an owner (an open service, a service token);
+# unset, those are sent unsigned. An owner's jobs are signed with the owner's own secret.
+WEBHOOK_SECRET = os.getenv("WEBHOOK_SECRET", "")
 # A share link lasts this many days unless its owner chooses otherwise.
 SHARE_LINK_DAYS = envint("SHARE_LINK_DAYS", 7, low=1, high=3650)
 # Per-client limit on creating jobs (POST /transcribe, /transcribe/batch, /v1/audio/*): e.g. "30/min".

@@ -23,7 +23,7 @@ from transcription.spec import JobSpec
 from transcription.uploads import ALLOWED_EXTENSIONS
 from webui.media import parse_range
 
-DEFAULT_OPTIONS = TranscribeOptions().model_dump(exclude={"model", "engine", "wait"})
+DEFAULT_OPTIONS = TranscribeOptions().model_dump(exclude={"model", "engine", "wait", "callback_url"})
 
 
 def spec_data(**options) -> dict:
@@ -440,7 +440,7 @@ def test_pages_need_a_login_when_api_tokens_are_set(client, settings, admin_user
     job = make_job()
     for path in ("/", "/jobs/", f"/jobs/{job.id}/", f"/jobs/{job.id}/audio"):
         response = client.get(path)
-        assert response.status_code == 302 and response["Location"].startswith("/admin/login/"), path
+        assert response.status_code == 302 and response["Location"].startswith("/login/"), path
     client.force_login(admin_user)
     assert client.get("/").status_code == 200
 

@@ -82,7 +82,7 @@ ANONYMOUS = Actor()
 
 
 def auth_required() -> bool:
-    return settings.AUTH_REQUIRED
+    return settings.AUTH_REQUIRED or bool(settings.API_TOKENS)
 
 
 def from_bearer(key: str) -> Actor:

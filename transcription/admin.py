@@ -19,8 +19,8 @@ from django.utils.translation import gettext_lazy as _
 from webui import display
 from webui.templatetags.webui import clock, filesize, secs
 
-from . import formats, selectors, services
-from .models import Job, LiveSession, Upload, Worker
+from . import access, formats, selectors, services
+from .models import Account, ApiToken, Job, LiveSession, ShareLink, Upload, WebhookDelivery, Worker
 
 admin.site.site_header = _("Whisper transcription")
 admin.site.site_title = _("Whisper transcription admin")
@@ -72,6 +72,26 @@ class ReviewOnly:
         extra_context = {**(extra_context or {}), "show_save": False, "show_save_and_continue": False,
                          "show_save_and_add_another": False}
         return super().changeform_view(request, object_id, form_url, extra_context)
+
+
+class OwnedRows:
+    """Staff see the rows they own; with the view_all_jobs permission (superusers have it), every row.
+    The list can then be filtered by owner."""
+
+    owner_field = "owner"
+
+    def get_queryset(self, request):
+        return access.Actor(user=request.user).visible(super().get_queryset(request), self.owner_field)
+
+    def get_list_filter(self, request):
+        filters = tuple(super().get_list_filter(request))
+        if request.user.has_perm(access.SEE_ALL):
+            filters = ((self.owner_field, admin.RelatedOnlyFieldListFilter), *filters)
+        return filters
+
+    @admin.display(description=_("Owner"), ordering="owner__username")
+    def owner_name(self, obj) -> str:
+        return str(obj.owner) if obj.owner_id else "—"
 
 
 class DeletesFiles:
@@ -210,16 +230,16 @@ class JobInline(JobColumns, admin.TabularInline):
 
 
 @admin.register(Job)
-class JobAdmin(ReviewOnly, DeletesFiles, JobColumns, admin.ModelAdmin):
+class JobAdmin(OwnedRows, ReviewOnly, DeletesFiles, JobColumns, admin.ModelAdmin):
     list_display = ("short_id", "status_progress", "file", "duration", "model_engine", "language_code",
-                    "created", "run_time")
+                    "owner_name", "created", "run_time")
     list_display_links = ("short_id",)
     list_filter = (StatusFilter, ("model", titled(_("Model"))), ("engine", titled(_("Engine"))),
                    ("language", titled(_("Language"))), SpeakerCountFilter, ("created_at", titled(_("Created"))))
     date_hierarchy = "created_at"
     search_fields = ("id", "upload__original_name", "result__text")
     search_help_text = _("File name, job id, or words of the transcript.")
-    list_select_related = ("upload",)
+    list_select_related = ("upload", "owner")
     list_per_page = 50
     actions = ("retry_jobs", "cancel_jobs")
     fieldsets = (
@@ -227,7 +247,8 @@ class JobAdmin(ReviewOnly, DeletesFiles, JobColumns, admin.ModelAdmin):
                            "on_site")}),
         (_("Result"), {"fields": ("audio", "result_files", "text", "speakers_table", "segments_table")}),
         (_("Run"), {"fields": ("model", "engine", "language_display", "duration", "silence_offset", "timings",
-                               "created_at", "started_at", "finished_at", "attempts", "batch")}),
+                               "created_at", "started_at", "finished_at", "attempts", "batch", "owner_name",
+                               "callback_url")}),
         (_("Options"), {"fields": ("options_table",)}),
     )
     readonly_fields = ("id", "upload_link", "status_display", "progress_display", "error_display",
@@ -235,7 +256,7 @@ class JobAdmin(ReviewOnly, DeletesFiles, JobColumns, admin.ModelAdmin):
                        "engine",
                        "language_display", "duration",
                        "silence_offset", "timings", "created_at", "started_at", "finished_at",
-                       "attempts", "batch", "options_table")
+                       "attempts", "batch", "options_table", "owner_name", "callback_url")
 
     def get_queryset(self, request):
         queryset = super().get_queryset(request)
@@ -416,8 +437,9 @@ def status_label(status: str) -> str:
 
 
 @admin.register(Upload)
-class UploadAdmin(ReviewOnly, DeletesFiles, admin.ModelAdmin):
-    list_display = ("file_name", "size_display", "duration_display", "job_count", "last_status", "created")
+class UploadAdmin(OwnedRows, ReviewOnly, DeletesFiles, admin.ModelAdmin):
+    list_display = ("file_name", "size_display", "duration_display", "job_count", "last_status", "owner_name",
+                    "created")
     list_filter = (("created_at", titled(_("Created"))), ("content_type", titled(_("Content type"))))
     date_hierarchy = "created_at"
     search_fields = ("original_name", "sha256", "jobs__id", "jobs__result__text")
@@ -500,10 +522,11 @@ class WorkerAdmin(ReviewOnly, admin.ModelAdmin):
 
 
 @admin.register(LiveSession)
-class LiveSessionAdmin(ReviewOnly, admin.ModelAdmin):
+class LiveSessionAdmin(OwnedRows, ReviewOnly, admin.ModelAdmin):
     """Live sessions: who, with what settings, how each ended, and the job its recording became."""
 
-    list_display = ("short_id", "status", "created", "audio", "model", "client", "ended_how", "job_link")
+    list_display = ("short_id", "status", "created", "audio", "model", "owner_name", "client", "ended_how",
+                    "job_link")
     list_filter = ("status", "model")
     search_fields = ("id", "client", "text")
     readonly_fields = ("id", "status", "client", "model", "engine", "options", "created_at", "started_at",
@@ -536,3 +559,140 @@ class LiveSessionAdmin(ReviewOnly, admin.ModelAdmin):
             return "—"
         return format_html('<a href="{}">{}</a>', reverse("admin:transcription_job_change", args=[session.job_id]),
                            str(session.job_id)[:8])
+
+
+# --- people: accounts and quotas, API tokens, share links ------------------------------------------
+
+
+@admin.register(Account)
+class AccountAdmin(admin.ModelAdmin):
+    """Each user's quotas and what they have used of them, and their webhook settings."""
+
+    list_display = ("user", "audio_today", "audio_quota", "queued", "queued_quota", "callback_url")
+    search_fields = ("user__username", "user__email")
+    fields = ("user", "audio_hours_per_day", "max_queued_jobs", "audio_today", "queued", "callback_url",
+              "webhook_secret")
+    readonly_fields = ("user", "audio_today", "queued", "webhook_secret")
+
+    def has_add_permission(self, request):
+        return False  # every user has one (made when the list is opened)
+
+    def changelist_view(self, request, extra_context=None):
+        from django.contrib.auth import get_user_model
+
+        missing = get_user_model().objects.filter(transcription_account__isnull=True)
+        Account.objects.bulk_create([Account(user=u) for u in missing], ignore_conflicts=True)
+        return super().changelist_view(request, extra_context)
+
+    @admin.display(description=_("Audio in the last 24 h"))
+    def audio_today(self, account: Account) -> str:
+        return f"{account.audio_seconds_today() / 3600:.2f} h"
+
+    @admin.display(description=_("Audio quota"))
+    def audio_quota(self, account: Account) -> str:
+        limit = account.audio_limit_seconds
+        return f"{limit / 3600:g} h" if limit is not None else gettext("none")
+
+    @admin.display(description=_("Waiting or running"))
+    def queued(self, account: Account) -> int:
+        return account.queued_now()
+
+    @admin.display(description=_("Queued jobs quota"))
+    def queued_quota(self, account: Account) -> str:
+        limit = account.queued_limit
+        return str(limit) if limit is not None else gettext("none")
+
+
+class KeyColumns:
+    @admin.display(description=_("State"))
+    def state_display(self, obj) -> str:
+        return {"active": gettext("active"), "expired": gettext("expired"), "revoked": gettext("revoked")}[obj.state]
+
+    @admin.action(description=_("Revoke the selected"))
+    def revoke(self, request, queryset):
+        n = queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
+        self.message_user(request, ngettext("%(n)d revoked.", "%(n)d revoked.", n) % {"n": n})
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(KeyColumns, admin.ModelAdmin):
+    """Personal API tokens: made here for a user (the token is shown once, after saving), listed by
+    their first characters, revoked with the action."""
+
+    list_display = ("name", "user", "prefix", "scope", "created_at", "expires_at", "last_used_at", "state_display")
+    list_filter = ("scope",)
+    search_fields = ("name", "prefix", "user__username")
+    actions = ("revoke",)
+    readonly_fields = ("prefix", "created_at", "last_used_at", "revoked_at")
+
+    def get_fields(self, request, obj=None):
+        return ("user", "name", "scope", "expires_at") if obj is None else (
+            "user", "name", "scope", "prefix", "created_at", "expires_at", "last_used_at", "revoked_at")
+
+    def get_readonly_fields(self, request, obj=None):
+        return self.readonly_fields if obj is None else (*self.readonly_fields, "user", "scope")
+
+    def save_model(self, request, obj, form, change):
+        key = obj.new_key() if not change else None
+        super().save_model(request, obj, form, change)
+        if key:
+            self.message_user(request, format_html(
+                "{} <code class=\"new-token\">{}</code> {}", gettext("The new token:"), key,
+                gettext("Copy it now: it is stored only as a hash and will not be shown again.")),
+                messages.WARNING)
+
+
+@admin.register(ShareLink)
+class ShareLinkAdmin(KeyColumns, admin.ModelAdmin):
+    """Read-only links to single jobs: who made them, until when, how often opened; revoke here."""
+
+    list_display = ("prefix", "job_link", "created_by", "created_at", "expires_at", "views", "last_used_at",
+                    "state_display")
+    actions = ("revoke",)
+    fields = ("prefix", "job_link", "created_by", "created_at", "expires_at", "views", "last_used_at", "revoked_at")
+    readonly_fields = fields
+
+    def has_add_permission(self, request):
+        return False  # made on the job's page, by its owner
+
+    def get_queryset(self, request):
+        return access.Actor(user=request.user).visible(super().get_queryset(request), "job__owner")
+
+    @admin.display(description=_("Job"))
+    def job_link(self, link: ShareLink):
+        return format_html('<a href="{}">{}</a>', reverse("admin:transcription_job_change", args=[link.job_id]),
+                           str(link.job_id)[:8])
+
+
+# --- webhooks --------------------------------------------------------------------------------------
+
+
+@admin.register(WebhookDelivery)
+class WebhookDeliveryAdmin(OwnedRows, ReviewOnly, admin.ModelAdmin):
+    """Each attempt to send a callback: where, what the receiver answered, and what happens next.
+    Rows are read and deleted, never edited."""
+
+    list_display = ("sent", "event", "subject_link", "url", "attempt", "outcome", "status_code", "duration_ms")
+    list_filter = ("outcome", "event")
+    search_fields = ("url", "event_id")
+    list_select_related = ("owner",)
+    readonly_fields = ("event_id", "event", "subject_link", "owner", "url", "attempt", "outcome", "status_code",
+                       "answer", "error", "sent_at", "duration_ms", "next_attempt_at")
+    fields = readonly_fields
+
+    def has_change_permission(self, request, obj=None):
+        return request.method in ("GET", "HEAD") and super().has_change_permission(request, obj)
+
+    @admin.display(description=_("Sent"), ordering="sent_at")
+    def sent(self, delivery: WebhookDelivery):
+        return short_datetime(delivery.sent_at)
+
+    @admin.display(description=_("Job or batch"))
+    def subject_link(self, delivery: WebhookDelivery):
+        if delivery.job_id is not None:
+            return format_html('<a href="{}">{}</a>', reverse("admin:transcription_job_change",
+                                                              args=[delivery.job_id]), str(delivery.job_id)[:8])
+        if delivery.batch_id is not None:  # batches have no admin page: their API answer
+            return format_html('<a href="/batch/{}">{} {}</a>', delivery.batch_id, gettext("batch"),
+                               str(delivery.batch_id)[:8])
+        return "—"

@@ -19,8 +19,8 @@ from pydantic import Field
 from . import access, formats, selectors, services, sse
 from .auth import API_AUTH, JOB_THROTTLE
 from .models import Job
-from .schemas import (BatchAccepted, BatchOut, Error, JobAccepted, JobOut, LiveSessionOut, ModelsOut,
-                      SpeakerNamesIn, TranscribeOptions, TranscribeResult)
+from .schemas import (BatchAccepted, BatchOut, Error, JobAccepted, JobOut, LiveSessionOut, ModelsOut, ShareIn,
+                      ShareOut, SpeakerNamesIn, TranscribeOptions, TranscribeResult)
 from .uploads import UploadRejected, discard_partial_uploads, stop_reading
 
 log = logging.getLogger("transcription")
@@ -57,7 +57,10 @@ def error_response(request: HttpRequest, status: int, message: str, field: str |
 
 @api.exception_handler(services.ServiceError)
 def _service_error(request: HttpRequest, exc: services.ServiceError):
-    return error_response(request, exc.status, exc.message, exc.field)
+    response = error_response(request, exc.status, exc.message, exc.field)
+    if exc.status == 429:
+        response["Retry-After"] = "60"
+    return response
 
 
 @api.exception_handler(Http404)
@@ -111,9 +114,17 @@ def _pydantic_error(request: HttpRequest, exc: pydantic.ValidationError):
 
 @api.exception_handler(AuthenticationError)
 def _unauthorised(request: HttpRequest, exc: AuthenticationError):
-    response = error_response(request, 401, "missing or invalid API token: send"
-                              " 'Authorization: Bearer <token>' (tokens are set with API_TOKENS)")
+    response = error_response(request, 401, "this service needs an API token: send 'Authorization: Bearer"
+                              " <token>' with a personal token (your account page, /account/tokens) or log in")
     response["WWW-Authenticate"] = "Bearer"
+    return response
+
+
+@api.exception_handler(access.Refused)
+def _refused(request: HttpRequest, exc: access.Refused):
+    response = error_response(request, exc.status, exc.message)
+    if exc.status == 401:
+        response["WWW-Authenticate"] = "Bearer"
     return response
 
 
@@ -168,8 +179,8 @@ def _rejected_upload(request: HttpRequest) -> None:
         raise rejection
 
 
-ERRORS = {400: Error, 401: Error, 404: Error, 409: Error, 410: Error, 413: Error, 415: Error,
-          422: Error, 500: Error, 503: Error}
+ERRORS = {400: Error, 401: Error, 403: Error, 404: Error, 409: Error, 410: Error, 413: Error, 415: Error,
+          422: Error, 429: Error, 500: Error, 503: Error}
 
 
 @api.post("/transcribe", response={200: TranscribeResult, 202: JobAccepted, **ERRORS},
@@ -178,7 +189,7 @@ def transcribe(request: HttpRequest, file: UploadedFile = File(...),
                options: Form[TranscribeOptions] = None):
     _rejected_upload(request)
     options = options or TranscribeOptions()
-    job = services.create_job(file, options)
+    job = services.create_job(file, options, owner=access.of_request(request).owner)
     if options.wait:
         job = services.wait_for(job, settings.TRANSCRIBE_WAIT_SECONDS)
     if job.status == Job.Status.QUEUED and not services.workers_available():
@@ -197,7 +208,7 @@ def transcribe(request: HttpRequest, file: UploadedFile = File(...),
 def transcribe_batch(request: HttpRequest, files: list[UploadedFile] = File(...),
                      options: Form[TranscribeOptions] = None):
     _rejected_upload(request)
-    batch = services.create_batch(files, options or TranscribeOptions())
+    batch = services.create_batch(files, options or TranscribeOptions(), owner=access.of_request(request).owner)
     jobs = selectors.batch_jobs(batch)
     return Status(202, {
         "batch_id": batch.id,
@@ -245,6 +256,26 @@ def job_cancel(request: HttpRequest, job_id: str):
          summary="Name a finished job's speakers; its downloads and result file then use the names")
 def job_speakers(request: HttpRequest, job_id: str, body: SpeakerNamesIn):
     return services.rename_speakers(selectors.job_or_404(job_id, access.of_request(request)), body.names)
+
+
+@api.post("/job/{job_id}/share", response={201: ShareOut, **ERRORS},
+          summary="A read-only link to a finished job (transcript, player, downloads) for anyone holding it")
+def job_share(request: HttpRequest, job_id: str, body: ShareIn = None):
+    actor = access.of_request(request)
+    job = selectors.job_or_404(job_id, actor)
+    link, key = services.share(job, actor.owner, (body or ShareIn()).expires_in_days)
+    link.url = _url(request, f"/s/{key}/")
+    return Status(201, link)
+
+
+@api.get("/job/{job_id}/share", response={200: list[ShareOut], **ERRORS}, summary="A job's share links")
+def job_shares(request: HttpRequest, job_id: str):
+    return list(selectors.share_links(selectors.job_or_404(job_id, access.of_request(request))))
+
+
+@api.delete("/job/{job_id}/share/{link_id}", response={200: ShareOut, **ERRORS}, summary="Revoke a share link")
+def job_unshare(request: HttpRequest, job_id: str, link_id: int):
+    return services.unshare(selectors.job_or_404(job_id, access.of_request(request)), link_id)
 
 
 class ResultQuery(Schema):

@@ -14,7 +14,7 @@ from ninja import File, Form, Router, Schema
 from ninja.files import UploadedFile
 from pydantic import Field
 
-from . import formats, modelstore, services, sse
+from . import access, formats, modelstore, services, sse
 from .auth import JOB_THROTTLE
 from .languages import LANGUAGES
 from .models import Job
@@ -118,7 +118,7 @@ def _run(request: HttpRequest, file: UploadedFile, task: str, form, language: st
         min_speakers=form.min_speakers,
         max_speakers=form.max_speakers,
     )
-    job = services.create_job(file, options, known_voices=voices)
+    job = services.create_job(file, options, known_voices=voices, owner=access.of_request(request).owner)
     if stream:
         return sse.response(request, job, sse.OpenAIEvents())
     job = services.wait_for(job, settings.TRANSCRIBE_WAIT_SECONDS)

@@ -181,11 +181,22 @@ class JobOut(Schema):
     error: str | None
     options: dict[str, Any]
     batch_id: UUID | None = None
+    owner: str | None = Field(None, description="The username of who created it; null: anonymous, or a"
+                              " service token's.")
+    callback_url: str | None = None
     result: TranscribeResult | None = None
 
     @staticmethod
     def resolve_error(job) -> str | None:
         return job.error or None
+
+    @staticmethod
+    def resolve_owner(job) -> str | None:
+        return job.owner.get_username() if job.owner_id else None
+
+    @staticmethod
+    def resolve_callback_url(job) -> str | None:
+        return job.callback_url or None
 
     @staticmethod
     def resolve_result(job) -> dict | None:
@@ -294,3 +305,19 @@ class LiveSessionOut(Schema):
     end_reason: str
     end_code: int | None = Field(description="The close code it ended with (see the README).")
     job_id: UUID | None = Field(None, description="The job its recording became, once it ended.")
+
+
+class ShareIn(Schema):
+    expires_in_days: int | None = Field(None, ge=0, le=3650, description="Default: SHARE_LINK_DAYS (7); 0: never.")
+
+
+class ShareOut(Schema):
+    """A share link: `url` only in the answer that made it (it is stored as a hash)."""
+
+    id: int
+    url: str | None = None
+    starts_with: str = Field(alias="prefix")
+    created_at: datetime
+    expires_at: datetime | None
+    views: int
+    state: str

@@ -10,6 +10,7 @@ from annotated_types import Ge, Gt, Le, Lt
 from django import forms
 from django.conf import settings
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import ngettext
 from pydantic import ValidationError
 
 from transcription import services
@@ -235,3 +236,37 @@ class SpeakerNamesForm(forms.Form):
         for label in self.fields:
             rows += [(self[label].id_for_label, label, message) for message in self.errors.get(label, [])]
         return rows
+
+
+SHARE_DAYS = (1, 7, 30, 365)
+
+
+def _share_choices() -> list[tuple[int, str]]:
+    return [(d, ngettext("%(n)d day", "%(n)d days", d) % {"n": d}) for d in SHARE_DAYS]
+
+
+class ShareForm(forms.Form):
+    days = forms.TypedChoiceField(label=_("Link works for"), coerce=int, initial=7, choices=_share_choices,
+                                  widget=forms.Select(attrs={"class": "form-select"}))
+
+
+class TokenForm(forms.Form):
+    name = forms.CharField(label=_("Name"), max_length=100,
+                           help_text=_("What will use it, e.g. “laptop script”."),
+                           widget=forms.TextInput(attrs={"class": "form-control", "autocomplete": "off"}))
+    scope = forms.ChoiceField(label=_("Scope"), initial="write",
+                              choices=[("write", _("Read and write: send files, cancel")),
+                                       ("read", _("Read only: status, results, downloads"))],
+                              widget=forms.Select(attrs={"class": "form-select"}))
+    days = forms.TypedChoiceField(label=_("Expires"), coerce=int, initial=90,
+                                  choices=[(30, _("in 30 days")), (90, _("in 90 days")), (365, _("in a year")),
+                                           (0, _("never"))],
+                                  widget=forms.Select(attrs={"class": "form-select"}))
+
+
+class AccountCallbackForm(forms.Form):
+    callback_url = forms.CharField(label=_("Default callback URL"), required=False, max_length=1000,
+                                   help_text=_("Told (a signed POST) when a job you send without a callback_url"
+                                               " ends. Empty: none."),
+                                   widget=forms.URLInput(attrs={"class": "form-control",
+                                                                "placeholder": "https://example.com/hooks/stt"}))

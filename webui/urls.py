@@ -1,3 +1,4 @@
+from django.contrib.auth import views as auth_views
 from django.urls import path
 
 from . import views
@@ -13,4 +14,14 @@ urlpatterns = [
     path("jobs/<uuid:job_id>/cancel", views.job_cancel, name="cancel"),
     path("jobs/<uuid:job_id>/retry", views.job_retry, name="retry"),
     path("jobs/<uuid:job_id>/speakers", views.job_speakers, name="speakers"),
+    path("jobs/<uuid:job_id>/share", views.job_share, name="share"),
+    path("jobs/<uuid:job_id>/share/<int:link_id>/revoke", views.job_unshare, name="unshare"),
+    path("s/<str:key>/", views.shared_job, name="shared"),
+    path("s/<str:key>/audio", views.shared_audio, name="shared_audio"),
+    path("s/<str:key>/result", views.shared_result, name="shared_result"),
+    path("login/", auth_views.LoginView.as_view(template_name="webui/login.html", redirect_authenticated_user=True),
+         name="login"),
+    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("account/", views.account, name="account"),
+    path("account/tokens", views.account, name="account_tokens"),
 ]

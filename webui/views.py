@@ -25,7 +25,7 @@ from transcription.models import Job
 from transcription.uploads import ALLOWED_EXTENSIONS
 
 from . import display
-from .forms import OptionsForm, SpeakerNamesForm
+from .forms import AccountCallbackForm, OptionsForm, ShareForm, SpeakerNamesForm, TokenForm
 from .media import ranged_file_response
 from .templatetags.webui import filesize
 
@@ -44,7 +44,7 @@ def with_actor(view):
                 response["WWW-Authenticate"] = "Bearer"
             return response
         if actor is None:
-            return redirect_to_login(request.get_full_path(), reverse("admin:login"))
+            return redirect_to_login(request.get_full_path(), reverse("webui:login"))
         request.actor = actor
         return view(request, *args, **kwargs)
 
@@ -144,7 +144,10 @@ def history(request: HttpRequest) -> HttpResponse:
     })
 
 
-def _job_context(job: Job, form: OptionsForm | None = None, names_form: SpeakerNamesForm | None = None) -> dict:
+def _job_context(job: Job, form: OptionsForm | None = None, names_form: SpeakerNamesForm | None = None,
+                 shared: str | None = None) -> dict:
+    """What the job page shows; `shared`: the key of a share link it is seen through (read-only:
+    no history, actions or settings, the audio and downloads through the link)."""
     result = job.result if job.status == Job.Status.DONE else None
     speakers = display.speakers(job)
     segments = (result or {}).get("segments") or []
@@ -167,8 +170,13 @@ def _job_context(job: Job, form: OptionsForm | None = None, names_form: SpeakerN
         "active": job.status in (Job.Status.QUEUED, Job.Status.RUNNING),
         "retry_form": form or OptionsForm(initial=OptionsForm.initial_from_job(job)),
         "audio_stored": job.upload.is_stored,
-        "live_session": reads.live_session_of(job),
+        "live_session": reads.live_session_of(job) if not shared else None,
         "js_strings": js_strings(),
+        "shared": bool(shared),
+        "audio_url": reverse("webui:shared_audio", args=[shared]) if shared else reverse("webui:audio", args=[job.id]),
+        "result_url": reverse("webui:shared_result", args=[shared]) if shared else f"/job/{job.id}/result",
+        "share_links": reads.share_links(job) if not shared else (),
+        "share_days": settings.SHARE_LINK_DAYS,
     }
 
 
@@ -233,3 +241,153 @@ def job_audio(request: HttpRequest, job_id: UUID) -> HttpResponse:
     path = job.upload.path
     name = job.upload.original_name if request.GET.get("download") else None
     return ranged_file_response(request, path, job.upload.sha256 or f"{path.stat().st_size}", name)
+
+
+# --- sharing: read-only links to one finished job --------------------------------------------------
+
+
+@require_POST
+@with_actor
+def job_share(request: HttpRequest, job_id: UUID) -> HttpResponse:
+    job = reads.job_or_404(job_id, request.actor)
+    form = ShareForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, " ".join(m for errors in form.errors.values() for m in errors))
+        return redirect("webui:job", job_id=job.id)
+    try:
+        link, key = services.share(job, request.actor.owner, form.cleaned_data["days"])
+    except services.ServiceError as exc:
+        messages.error(request, exc.message)
+    else:
+        url = request.build_absolute_uri(reverse("webui:shared", args=[key]))
+        messages.success(request, _("Share link (copy it now: it is shown only once): %(url)s") % {"url": url},
+                         extra_tags="share-link")
+    return redirect(reverse("webui:job", args=[job.id]) + "#share")
+
+
+@require_POST
+@with_actor
+def job_unshare(request: HttpRequest, job_id: UUID, link_id: int) -> HttpResponse:
+    job = reads.job_or_404(job_id, request.actor)
+    try:
+        services.unshare(job, link_id)
+        messages.success(request, _("The link was revoked: it no longer opens anything."))
+    except services.ServiceError as exc:
+        messages.error(request, exc.message)
+    return redirect(reverse("webui:job", args=[job.id]) + "#share")
+
+
+def _shared(key: str):
+    link, job = reads.shared_job_or_404(key)
+    link.touch()
+    return job
+
+
+@require_safe
+def shared_job(request: HttpRequest, key: str) -> HttpResponse:
+    """A job seen through a share link: anyone holding the link, no account needed."""
+    job = _shared(key)
+    response = render(request, "webui/job.html", _job_context(job, shared=key))
+    response["X-Robots-Tag"] = "noindex"
+    response["Referrer-Policy"] = "no-referrer"  # the key is in the URL: never hand it on
+    return response
+
+
+@require_safe
+def shared_audio(request: HttpRequest, key: str) -> HttpResponse:
+    job = _shared(key)
+    if not job.upload.is_stored:
+        raise Http404(_("The uploaded file is no longer stored."))
+    path = job.upload.path
+    name = job.upload.original_name if request.GET.get("download") else None
+    return ranged_file_response(request, path, job.upload.sha256 or f"{path.stat().st_size}", name)
+
+
+@require_safe
+def shared_result(request: HttpRequest, key: str) -> HttpResponse:
+    from urllib.parse import quote
+
+    job = _shared(key)
+    try:
+        body, content_type, filename = services.result_file(job, request.GET.get("format", "txt"),
+                                                            formats.SubtitleOptions(None, None, False, None))
+    except services.ServiceError as exc:
+        return HttpResponse(exc.message + "\n", status=exc.status, content_type="text/plain; charset=utf-8")
+    response = HttpResponse(body, content_type=content_type)
+    response["Content-Disposition"] = f"attachment; filename*=UTF-8''{quote(filename)}"
+    return response
+
+
+# --- the user's account: API tokens, callbacks, quotas ---------------------------------------------
+
+
+def _account_context(request: HttpRequest, token_form=None, callback_form=None) -> dict:
+    from transcription.models import Account
+
+    account = Account.of(request.user)
+    return {
+        "tokens": request.user.api_tokens.order_by("-created_at"),
+        "token_form": token_form or TokenForm(),
+        "callback_form": callback_form or AccountCallbackForm(initial={"callback_url": account.callback_url}),
+        "account": account,
+        "audio_used": account.audio_seconds_today(),
+        "audio_limit": account.audio_limit_seconds,
+        "queued": account.queued_now(),
+        "queued_limit": account.queued_limit,
+    }
+
+
+def _logged_in(view):
+    @functools.wraps(view)
+    def wrapped(request: HttpRequest, *args, **kwargs):
+        if not request.user.is_authenticated:
+            return redirect_to_login(request.get_full_path(), reverse("webui:login"))
+        return view(request, *args, **kwargs)
+
+    return wrapped
+
+
+@_logged_in
+def account(request: HttpRequest) -> HttpResponse:
+    """The logged-in user's API tokens (made here, shown once), webhook settings and quota use."""
+    if request.method == "POST":
+        action = request.POST.get("action")
+        if action == "create":
+            form = TokenForm(request.POST)
+            if form.is_valid():
+                try:
+                    token, key = services.create_token(request.user, form.cleaned_data["name"],
+                                                       form.cleaned_data["scope"], form.cleaned_data["days"])
+                except services.ServiceError as exc:
+                    form.add_error(None, exc.message)
+                else:
+                    context = _account_context(request)
+                    context["new_key"], context["new_token"] = key, token
+                    return render(request, "webui/account.html", context)
+            return render(request, "webui/account.html", _account_context(request, token_form=form), status=422)
+        if action == "revoke":
+            try:
+                services.revoke_token(request.user, int(request.POST.get("token", "0") or 0))
+                messages.success(request, _("The token was revoked: requests with it are now refused."))
+            except (ValueError, services.ServiceError):
+                messages.error(request, _("No such token."))
+            return redirect("webui:account")
+        if action == "callback":
+            form = AccountCallbackForm(request.POST)
+            if form.is_valid():
+                try:
+                    services.set_callback(request.user, form.cleaned_data["callback_url"])
+                except services.ServiceError as exc:
+                    form.add_error("callback_url", exc.message)
+                else:
+                    messages.success(request, _("Saved."))
+                    return redirect("webui:account")
+            return render(request, "webui/account.html", _account_context(request, callback_form=form), status=422)
+        if action == "secret":
+            from transcription.models import Account
+
+            Account.of(request.user).new_webhook_secret()
+            messages.success(request, _("A new webhook secret was made; callbacks are signed with it from now on."))
+            return redirect("webui:account")
+        return HttpResponse(status=400)
+    return render(request, "webui/account.html", _account_context(request))

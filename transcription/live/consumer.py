@@ -78,9 +78,9 @@ class LiveConsumer(AsyncWebsocketConsumer):
         user = self.scope.get("user")
         address = (self.scope.get("client") or ("?", 0))[0]
         try:
-            opening.authorize(token, user)
+            actor = await database_sync_to_async(opening.authorize, thread_sensitive=False)(token, user)
             self.session = await database_sync_to_async(opening.open_session, thread_sensitive=False)(
-                query, opening.client_key(token, user, address))
+                query, actor, address)
         except opening.Refused as refused:
             await self._refuse(refused.code, refused.reason)
             return

@@ -2,13 +2,11 @@
 the limits kept, the session recorded and handed to the live queue."""
 from __future__ import annotations
 
-import hashlib
-import hmac
-
 import pydantic
 from django.conf import settings
 from django.db import transaction
 
+from .. import access
 from ..models import LiveSession
 from ..schemas import TranscribeOptions
 from ..services.base import ServiceError
@@ -29,24 +27,23 @@ class Refused(Exception):
         self.reason = reason
 
 
-def client_key(token: str | None, user, address: str) -> str:
-    """Who the per-client limit counts by: the token, else the logged-in user, else the address."""
-    if token:
-        return "token:" + hashlib.sha256(token.encode()).hexdigest()[:32]
-    if user is not None and getattr(user, "is_authenticated", False):
-        return f"user:{user.pk}"
-    return f"addr:{address}"
+def authorize(token: str | None, user) -> "access.Actor":
+    """The actor (transcription.access) opening a session: a token's, the logged-in user's (the
+    page), or anyone's on an open service; Refused (4401) saying why otherwise."""
+    try:
+        actor = access.bearer_actor(token, "POST") if token else None
+    except access.Refused as exc:
+        raise Refused(codes.UNAUTHORIZED, exc.message) from None
+    actor = actor or access.from_user(user) or (None if access.auth_required() else access.ANONYMOUS)
+    if actor is None:
+        raise Refused(codes.UNAUTHORIZED, "this server needs a login or an API token: send Authorization: Bearer"
+                                          " <token> (or ?token=)")
+    return actor
 
 
-def authorize(token: str | None, user) -> None:
-    """With API_TOKENS set, a session needs one of them or a logged-in user (the page)."""
-    if not settings.API_TOKENS:
-        return
-    if user is not None and getattr(user, "is_authenticated", False):
-        return
-    if token and any(hmac.compare_digest(token.encode(), known.encode()) for known in settings.API_TOKENS):
-        return
-    raise Refused(codes.UNAUTHORIZED, "an API token is needed: send Authorization: Bearer <token> (or ?token=)")
+def client_key(actor, address: str) -> str:
+    """Who the per-client limit counts by: the token or user, else the address."""
+    return actor.key or f"addr:{address}"
 
 
 def options_from(query: dict[str, str]) -> TranscribeOptions:
@@ -63,13 +60,15 @@ def options_from(query: dict[str, str]) -> TranscribeOptions:
         raise Refused(codes.BAD_REQUEST, f"{field}: {message}") from None
 
 
-def open_session(query: dict[str, str], client: str) -> LiveSession:
+def open_session(query: dict[str, str], actor, address: str) -> LiveSession:
     from ..services import intake
     from .queue import run_session
 
     options = options_from(query)
+    client = client_key(actor, address)
     try:
-        chosen = intake.plan(options)
+        chosen = intake.plan(options, actor.owner)
+        intake.check_quota(actor.owner, jobs=1)
     except ServiceError as exc:
         raise Refused(codes.BAD_REQUEST, f"{exc.field}: {exc.message}" if exc.field else exc.message) from None
     unavailable = live_unavailable()
@@ -85,6 +84,7 @@ def open_session(query: dict[str, str], client: str) -> LiveSession:
             raise Refused(codes.POLICY, f"you already have {n} live session{'s' if n > 1 else ''} open, the limit"
                                         " per client; end it first")
         session = LiveSession.objects.create(client=client[:200], model=chosen.model, engine=chosen.engine,
+                                             owner=actor.owner,
                                              options=options.model_dump(mode="json", exclude_defaults=True))
         SessionFiles(session.id).create()
         transaction.on_commit(lambda: run_session(str(session.id)))

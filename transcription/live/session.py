@@ -201,6 +201,6 @@ def _recording_job(session: LiveSession, files: SessionFiles, seconds: float):
     name = f"live-{timezone.localtime(session.created_at):%Y-%m-%d-%H%M%S}.wav"
     with open(wav, "rb") as fh:
         upload = UploadedFile(fh, name=name, content_type="audio/wav", size=wav.stat().st_size)
-        job = intake.create_job(upload, session.request)
+        job = intake.create_job(upload, session.request, owner=session.owner, within_quota=False)
     LiveSession.objects.filter(pk=session.pk).update(job=job)
     return job

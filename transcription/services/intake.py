@@ -16,7 +16,7 @@ from django.utils.translation import gettext as _
 
 from .. import audio, engines, modelstore
 from ..engines import DecodeOptions, EngineUnavailable
-from ..models import Batch, Job, TransitionError, Upload
+from ..models import Account, Batch, Job, TransitionError, Upload
 from ..schemas import TranscribeOptions
 from ..spec import JobSpec
 from ..uploads import check_extension, safe_name, shown_name
@@ -33,10 +33,13 @@ class Plan:
     model: str
     engine: str
     spec: JobSpec
+    owner: object = None  # the user the job belongs to (None: anonymous, or the service itself)
+    callback_url: str = ""
 
 
-def plan(options: TranscribeOptions) -> Plan:
-    """Check the options against what is installed and what the engine can do."""
+def plan(options: TranscribeOptions, owner=None) -> Plan:
+    """Check the options against what is installed and what the engine can do, and the callback
+    address against the network rules."""
     name = _model(options.model)
     engine_name = _engine(options.engine, name)
     spec = JobSpec.from_request(options)
@@ -46,7 +49,44 @@ def plan(options: TranscribeOptions) -> Plan:
         raise ServiceError(422, "; ".join(problems), "engine")
     if spec.speakers.diarize or _speaker_counts(options):
         spec = spec.model_copy(update={"speakers": _speakers(options, spec)})
-    return Plan(model=name, engine=engine_name, spec=spec)
+    return Plan(model=name, engine=engine_name, spec=spec, owner=owner,
+                callback_url=_callback_url(getattr(options, "callback_url", None), owner))
+
+
+def _callback_url(requested: str | None, owner) -> str:
+    """The address told when the job ends: the request's, else the owner's default; checked now so
+    a wrong one is a 422 and not a silent failure an hour later."""
+    from ..netguard import AddressRefused, check_url
+
+    url = (requested or "").strip() or (Account.of(owner).callback_url if owner is not None else "")
+    if not url:
+        return ""
+    try:
+        check_url(url)
+    except AddressRefused as exc:
+        raise ServiceError(422, f"callback_url: {exc}", "callback_url") from None
+    return url
+
+
+def check_quota(owner, jobs: int, seconds: float = 0.0) -> None:
+    """Refuse (429) what would take the owner past their quota: jobs waiting or running at once,
+    and audio in any 24 hours. Anonymous use of an open service has no quota."""
+    if owner is None:
+        return
+    account = Account.of(owner)
+    limit = account.queued_limit
+    if limit is not None and not seconds:
+        waiting = account.queued_now()
+        if waiting + jobs > limit:
+            raise ServiceError(429, f"quota: you have {waiting} job(s) waiting or running and may have at most"
+                                    f" {limit} at once; send this when one has finished", "file")
+    limit_seconds = account.audio_limit_seconds
+    if limit_seconds is not None and seconds:
+        used = account.audio_seconds_today()
+        if used + seconds > limit_seconds:
+            raise ServiceError(429, f"quota: this audio ({seconds / 60:.1f} min) would take you past your"
+                                    f" {limit_seconds / 3600:g} hours of audio in 24 hours ({used / 3600:.2f} h used"
+                                    " so far); try again later or ask the administrator for more", "file")
 
 
 def _speaker_counts(options: TranscribeOptions) -> dict:
@@ -147,10 +187,10 @@ class _Stored:
     sha256: str
     content_type: str
 
-    def record(self) -> Upload:
+    def record(self, owner=None) -> Upload:
         return Upload.objects.create(
             original_name=self.name[:255], stored_path=self.rel, size=self.path.stat().st_size,
-            content_type=self.content_type[:100], sha256=self.sha256, duration=self.probe.duration,
+            content_type=self.content_type[:100], sha256=self.sha256, duration=self.probe.duration, owner=owner,
         )
 
 
@@ -184,13 +224,17 @@ def _store(uploaded: UploadedFile, field: str = "file") -> _Stored:
 
 
 def create_job(uploaded: UploadedFile, options: TranscribeOptions, enqueue: bool = True,
-               known_voices: list[tuple[str, bytes]] = ()) -> Job:
+               known_voices: list[tuple[str, bytes]] = (), owner=None, within_quota: bool = True) -> Job:
     """Validate the file and the options, store the upload, and queue a job for it.
 
     With enqueue=False the job is only recorded: the caller runs it itself (run_job).
-    `known_voices`: (name, audio bytes) samples that name the speakers they match (diarize)."""
+    `known_voices`: (name, audio bytes) samples that name the speakers they match (diarize).
+    `owner`: the user it belongs to (None: anonymous, or the service itself); `within_quota=False`
+    for a live session's recording, whose quota was checked when it opened (it is not lost)."""
     _check_file(uploaded)
-    chosen = plan(options)
+    chosen = plan(options, owner)
+    quota_owner = owner if within_quota else None
+    check_quota(quota_owner, jobs=1)
     voices = _store_voices(known_voices) if known_voices else []
     try:
         if voices:
@@ -198,8 +242,9 @@ def create_job(uploaded: UploadedFile, options: TranscribeOptions, enqueue: bool
             chosen = replace(chosen, spec=chosen.spec.model_copy(update={"speakers": speakers}))
         stored = _store(uploaded)
         try:
+            check_quota(quota_owner, jobs=1, seconds=stored.probe.duration or 0.0)
             with transaction.atomic():
-                return _queue(stored.record(), chosen, stored.job_id, enqueue=enqueue)
+                return _queue(stored.record(owner), chosen, stored.job_id, enqueue=enqueue)
         except BaseException:
             stored.path.unlink(missing_ok=True)
             raise
@@ -244,7 +289,7 @@ def _store_voices(samples: list[tuple[str, bytes]]) -> list:
 MAX_BATCH_FILES = 100
 
 
-def create_batch(files: list[UploadedFile], options: TranscribeOptions) -> Batch:
+def create_batch(files: list[UploadedFile], options: TranscribeOptions, owner=None) -> Batch:
     """All files or none: each is checked and stored before any job is queued."""
     if not files:
         raise ServiceError(422, "send at least one file (field 'files')", "files")
@@ -252,15 +297,18 @@ def create_batch(files: list[UploadedFile], options: TranscribeOptions) -> Batch
         raise ServiceError(422, f"at most {MAX_BATCH_FILES} files per batch", "files")
     for uploaded in files:
         _check_file(uploaded, "files")
-    chosen = plan(options)
+    chosen = plan(options, owner)
+    check_quota(owner, jobs=len(files))
     stored: list[_Stored] = []
     try:
         for uploaded in files:
             stored.append(_store(uploaded, "files"))
+        check_quota(owner, jobs=len(files), seconds=sum(item.probe.duration or 0.0 for item in stored))
         with transaction.atomic():
-            batch = Batch.objects.create(options=options.model_dump(exclude={"wait"}))
+            batch = Batch.objects.create(options=options.model_dump(exclude={"wait", "callback_url"}),
+                                         owner=owner, callback_url=chosen.callback_url)
             for item in stored:
-                _queue(item.record(), chosen, item.job_id, batch)
+                _queue(item.record(owner), chosen, item.job_id, batch)
     except BaseException:
         for item in stored:
             item.path.unlink(missing_ok=True)
@@ -270,12 +318,16 @@ def create_batch(files: list[UploadedFile], options: TranscribeOptions) -> Batch
 
 
 def retry(job: Job, options: TranscribeOptions | None = None) -> Job:
-    """A new job on the same upload, with the old job's options or new ones."""
+    """A new job on the same upload, with the old job's options or new ones; it belongs to the
+    same owner and counts against their quota."""
     if options is None:
-        options = TranscribeOptions(**job.options, model=job.model, engine=job.engine)
+        options = TranscribeOptions(**job.options, model=job.model, engine=job.engine,
+                                    callback_url=job.callback_url or None)
     if not job.upload.is_stored:
         raise ServiceError(410, f"the uploaded file of job {job.id} is no longer stored")
-    chosen = plan(options)
+    chosen = plan(options, job.owner)
+    check_quota(job.owner, jobs=1)
+    check_quota(job.owner, jobs=1, seconds=job.upload.duration or 0.0)
     with transaction.atomic():
         return _queue(job.upload, chosen, uuid.uuid4())
 
@@ -290,6 +342,8 @@ def _queue(upload: Upload, chosen: Plan, job_id: uuid.UUID,
         model=chosen.model,
         engine=chosen.engine,
         spec_data=chosen.spec.model_dump(mode="json"),
+        owner=chosen.owner,
+        callback_url=chosen.callback_url,
     )
     if enqueue:
         transaction.on_commit(lambda: enqueue_job(job))

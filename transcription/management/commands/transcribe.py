@@ -66,10 +66,13 @@ class Command(BaseCommand):
         who.add_argument("--max-speakers", type=_positive, default=None, help="at most this many")
         parser.add_argument("--queue", action="store_true",
                             help="hand the jobs to the Huey queue (a running consumer does the work)")
+        parser.add_argument("--owner", default=None, metavar="USERNAME",
+                            help="the user the jobs belong to (their pages and API show them; their quota"
+                                 " applies); default: none, as the service's own")
 
     def handle(self, files, model, engine, language, task, format, output_dir, no_word_timestamps,
                queue, max_line_width, max_line_count, max_words_per_line, highlight_words, batch_size,
-               vad_filter, hotwords, diarize, num_speakers, min_speakers, max_speakers, **_):
+               vad_filter, hotwords, diarize, num_speakers, min_speakers, max_speakers, owner=None, **_):
         subtitles = formats.SubtitleOptions(max_line_width, max_line_count, highlight_words,
                                             max_words_per_line)
         wanted = [f.strip().lower() for f in format.split(",") if f.strip()]
@@ -85,6 +88,7 @@ class Command(BaseCommand):
                                         max_speakers=max_speakers)
         except pydantic.ValidationError as exc:
             raise CommandError("; ".join(f"{e['loc'][0]}: {e['msg']}" for e in exc.errors())) from None
+        self.owner = self._user(owner) if owner else None
         failures = 0
         for path in files:
             try:
@@ -107,11 +111,21 @@ class Command(BaseCommand):
         if failures:
             raise CommandError(f"{failures} of {len(files)} file(s) failed")
 
+    @staticmethod
+    def _user(username: str):
+        from django.contrib.auth import get_user_model
+
+        try:
+            return get_user_model().objects.get(username=username, is_active=True)
+        except get_user_model().DoesNotExist:
+            raise CommandError(f"no active user {username!r} (create one with: python manage.py createsuperuser,"
+                               " or in the admin)") from None
+
     def _transcribe(self, path: Path, options: TranscribeOptions, queue: bool) -> Job:
         if not path.is_file():
             raise OSError(f"no such file: {path}")
         with open(path, "rb") as fh:
-            job = services.create_job(File(fh, name=path.name), options, enqueue=queue)
+            job = services.create_job(File(fh, name=path.name), options, enqueue=queue, owner=self.owner)
         worker = None
         if not queue:
             worker = threading.Thread(target=services.run_job, args=(str(job.id),), daemon=True)
