@@ -19,10 +19,26 @@ def transcribe_job(job_id: str) -> None:
 
 @db_periodic_task(crontab(minute="*"))
 def reap_stale_jobs() -> None:
-    """Every minute, on whichever consumer gets it: requeue jobs whose worker died."""
+    """Every minute, on whichever consumer gets it: requeue jobs whose worker died, and send the
+    callbacks whose first attempt was lost (webhooks.sweep)."""
     from . import services
 
     services.reap_stale_jobs()
+    try:
+        from . import webhooks
+
+        webhooks.sweep()
+    except Exception:  # the reaping above is done; a callback sweep that failed is tried next minute
+        log.exception("event=webhook_sweep_failed")
+
+
+@db_task(retries=0)
+def deliver_callback(kind: str, object_id: str, event: str, attempt: int) -> None:
+    """A callback attempt after the first (which runs where the job ended): webhooks.deliver, which
+    schedules the next one if this one fails."""
+    from . import webhooks
+
+    webhooks.deliver(kind, object_id, event, attempt)
 
 
 _started = False
