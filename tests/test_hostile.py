@@ -745,6 +745,7 @@ def _wrong_values(name: str, annotation) -> list[str]:
         "suppress_tokens": ["a,b", "[1]", "1.5"],
         "initial_prompt": ["x" * 2001],
         "hotwords": ["x" * 1001],
+        "callback_url": ["x" * 1001, "ftp://example.com/hook", "not a url", "http:///no-host"],
     }[name]
 
 

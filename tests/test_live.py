@@ -15,6 +15,7 @@ from websockets.sync.client import connect
 
 from tests import conversations
 from tests.conftest import JFK_REFERENCE, _wait_announced, asgi_server, normalise_words, wer
+from transcription import access
 from transcription.live.agreement import Decoded, LocalAgreement, Word
 
 RATE = 16_000
@@ -369,11 +370,11 @@ def test_the_overall_limit_counts_every_clients_open_sessions_but_not_dead_ones(
                                heartbeat_at=now)
     LiveSession.objects.create(client="addr:10.0.0.2", model="base", engine="ctranslate2", status="waiting")
     with pytest.raises(opening.Refused) as refused:
-        opening.open_session({"language": "en"}, "addr:10.0.0.3")
+        opening.open_session({"language": "en"}, access.ANONYMOUS, "10.0.0.3")
     assert refused.value.code == 1013 and "limit of 2 live sessions" in refused.value.reason
     # a session whose worker stopped beating no longer holds its place
     LiveSession.objects.filter(status="live").update(heartbeat_at=now - timedelta(minutes=5))
-    session = opening.open_session({"language": "en", "model": "base"}, "addr:10.0.0.3")
+    session = opening.open_session({"language": "en", "model": "base"}, access.ANONYMOUS, "10.0.0.3")
     assert session.status == "waiting" and session.model == "base" and session.client == "addr:10.0.0.3"
     assert session.request.language == "en"
 
@@ -382,29 +383,41 @@ def test_no_live_worker_or_live_turned_off_refuses_with_1013(settings, db):
     from transcription.live import opening
 
     with pytest.raises(opening.Refused) as refused:
-        opening.open_session({"language": "en"}, "addr:1")
+        opening.open_session({"language": "en"}, access.ANONYMOUS, "1")
     assert refused.value.code == 1013 and "no live worker is running" in refused.value.reason
     settings.LIVE_MAX_SESSIONS = 0
     with pytest.raises(opening.Refused) as refused:
-        opening.open_session({"language": "en"}, "addr:1")
+        opening.open_session({"language": "en"}, access.ANONYMOUS, "1")
     assert refused.value.code == 1013 and "turned off" in refused.value.reason
 
 
-def test_with_api_tokens_a_session_needs_one_or_a_logged_in_user(settings):
+def test_with_api_tokens_a_session_needs_one_or_a_logged_in_user(settings, db):
     from types import SimpleNamespace
 
+    from django.contrib.auth import get_user_model
+
+    from transcription import services
     from transcription.live import opening
 
     settings.API_TOKENS = ["s3cret"]
     with pytest.raises(opening.Refused) as refused:
         opening.authorize(None, None)
     assert refused.value.code == 4401
-    with pytest.raises(opening.Refused):
+    with pytest.raises(opening.Refused) as refused:
         opening.authorize("wrong", SimpleNamespace(is_authenticated=False))
-    opening.authorize("s3cret", None)
-    opening.authorize(None, SimpleNamespace(is_authenticated=True))
-    assert opening.client_key("s3cret", None, "1.2.3.4") != opening.client_key("other", None, "1.2.3.4")
-    assert opening.client_key(None, None, "1.2.3.4") == "addr:1.2.3.4"
+    assert "invalid API token" in refused.value.reason
+    assert opening.authorize("s3cret", None).service
+    anna = get_user_model().objects.create_user("anna")
+    assert opening.authorize(None, anna).owner == anna  # the page's logged-in user
+    _, key = services.create_token(anna, "mic", "write")
+    actor = opening.authorize(key, None)
+    assert actor.owner == anna and opening.client_key(actor, "1.2.3.4") != opening.client_key(
+        opening.authorize("s3cret", None), "1.2.3.4")
+    _, reader = services.create_token(anna, "read", "read")
+    with pytest.raises(opening.Refused) as refused:  # a session makes a job: a read token may not
+        opening.authorize(reader, None)
+    assert refused.value.code == 4401 and "only read" in refused.value.reason
+    assert opening.client_key(access.ANONYMOUS, "1.2.3.4") == "addr:1.2.3.4"
 
 
 def test_the_admin_lists_live_sessions_with_how_each_ended_and_its_job(admin_client, clips):
