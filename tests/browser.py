@@ -187,7 +187,8 @@ SIDEWAYS = r"""() => {
   const found = [];
   if (root.scrollWidth > root.clientWidth) found.push(`page: ${root.scrollWidth} > ${root.clientWidth} px`);
   for (const el of document.querySelectorAll('body *')) {
-    if (el.closest('.visually-hidden, [hidden], audio, select')) continue;
+    // a one-line text box scrolls its own text by nature, as a select does
+    if (el.closest('.visually-hidden, [hidden], audio, select, input')) continue;
     const style = getComputedStyle(el);
     if (style.display === 'none' || !['auto', 'scroll', 'hidden', 'clip'].includes(style.overflowX)) continue;
     if (el.scrollWidth > el.clientWidth + 1) {

@@ -136,3 +136,40 @@ def test_admin_job_list_of_ordinary_names_fits_a_laptop_screen(pages, admin_user
         page = pages.open_logged_in(admin_user, "/admin/transcription/job/", locale=locale, width=1280)
         screenshot(page, f"admin-jobs-{locale[:2]}.png", tmp_path)
         _fits(page, f"admin job list {locale}")
+
+
+@pytest.mark.integration
+@pytest.mark.django_db(transaction=True)
+def test_account_page_fits_long_token_names_and_a_new_token_at_every_width(pages, admin_user, tmp_path):
+    from transcription import services
+    from transcription.models import Account
+
+    services.create_token(admin_user, "N" * 100, "read")  # a name as long as a name may be, no break
+    services.create_token(admin_user, ("nightly backup of the meeting room recordings " * 3)[:100], "write")
+    account = Account.of(admin_user)
+    account.callback_url = "https://hooks.example.com/" + "x" * 300
+    account.save()
+    for page, view in _each_view(pages, "/account/tokens", admin_user):
+        page.fill("#id_name", "L" * 100)
+        with page.expect_navigation():
+            page.click("#create-token")
+        assert page.locator("#new-token-key").inner_text().startswith("stt_")
+        screenshot(page, f"account-{view}.png", tmp_path)
+        _fits(page, f"account page {view}")
+
+
+@pytest.mark.integration
+@pytest.mark.django_db(transaction=True)
+def test_shared_page_and_share_section_fit_at_every_width(pages, long_job, admin_user, tmp_path):
+    from transcription import services
+
+    services.share(long_job, admin_user, 7)
+    _, key = services.share(long_job, admin_user, 1)
+    for page, view in _each_view(pages, f"/jobs/{long_job.id}/", admin_user):
+        page.locator("#share").scroll_into_view_if_needed()
+        screenshot(page, f"job-share-{view}.png", tmp_path)
+        _fits(page, f"job page with its share links {view}")
+    for page, view in _each_view(pages, f"/s/{key}/"):
+        assert page.locator("#shared-note").is_visible() and page.locator(".nav-links").count() == 0
+        screenshot(page, f"shared-{view}.png", tmp_path)
+        _fits(page, f"shared page {view}")

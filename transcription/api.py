@@ -12,6 +12,7 @@ from django.http.multipartparser import MultiPartParserError
 from django.conf import settings
 from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from ninja import File, Form, NinjaAPI, Query, Schema, Status
+from ninja import Path as PathParam
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.files import UploadedFile
 from pydantic import Field
@@ -274,7 +275,7 @@ def job_shares(request: HttpRequest, job_id: str):
 
 
 @api.delete("/job/{job_id}/share/{link_id}", response={200: ShareOut, **ERRORS}, summary="Revoke a share link")
-def job_unshare(request: HttpRequest, job_id: str, link_id: int):
+def job_unshare(request: HttpRequest, job_id: str, link_id: PathParam[int, {"ge": 1, "le": 2**62}]):
     return services.unshare(selectors.job_or_404(job_id, access.of_request(request)), link_id)
 
 

@@ -39,8 +39,11 @@ def create_token(user, name: str, scope: str = ApiToken.Scope.WRITE, expires_in_
     return token, key
 
 
+MAX_ID = 2**62  # row ids beyond this are not ids (and overflow the database's integer)
+
+
 def revoke_token(user, token_id: int) -> ApiToken:
-    token = ApiToken.objects.filter(user=user, pk=token_id).first()
+    token = ApiToken.objects.filter(user=user, pk=token_id).first() if 0 < token_id <= MAX_ID else None
     if token is None:
         raise ServiceError(404, f"you have no token {token_id}")
     token.revoke()
@@ -60,7 +63,7 @@ def share(job: Job, by, expires_in_days: int | None = None) -> tuple[ShareLink, 
 
 
 def unshare(job: Job, link_id: int) -> ShareLink:
-    link = job.share_links.filter(pk=link_id).first()
+    link = job.share_links.filter(pk=link_id).first() if 0 < link_id <= MAX_ID else None
     if link is None:
         raise ServiceError(404, f"job {job.id} has no share link {link_id}")
     link.revoke()
