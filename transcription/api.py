@@ -275,7 +275,7 @@ def job_shares(request: HttpRequest, job_id: str):
 
 
 @api.delete("/job/{job_id}/share/{link_id}", response={200: ShareOut, **ERRORS}, summary="Revoke a share link")
-def job_unshare(request: HttpRequest, job_id: str, link_id: PathParam[int, {"ge": 1, "le": 2**62}]):
+def job_unshare(request: HttpRequest, job_id: str, link_id: int = PathParam(..., ge=1, le=2**62)):
     return services.unshare(selectors.job_or_404(job_id, access.of_request(request)), link_id)
 
 
@@ -292,7 +292,8 @@ class ResultQuery(Schema):
 def job_result(request: HttpRequest, job_id: str, query: Query[ResultQuery]):
     subtitles = formats.SubtitleOptions(query.max_line_width, query.max_line_count, query.highlight_words,
                                         query.max_words_per_line)
-    body, content_type, filename = services.result_file(selectors.job_or_404(job_id, access.of_request(request)), query.format, subtitles)
+    job = selectors.job_or_404(job_id, access.of_request(request))
+    body, content_type, filename = services.result_file(job, query.format, subtitles)
     response = HttpResponse(body, content_type=content_type)
     response["Content-Disposition"] = f"attachment; filename*=UTF-8''{quote(filename)}"
     return response
