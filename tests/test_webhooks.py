@@ -149,7 +149,8 @@ def _deliveries(**filters) -> list[WebhookDelivery]:
     ("http://localhost:8000/hook", "localhost resolves to 127.0.0.1, a loopback address"),
     ("http://10.1.2.3/hook", "10.1.2.3 is a private address"),
     ("http://192.168.0.10/hook", "192.168.0.10 is a private address"),
-    ("http://169.254.169.254/latest/meta-data/", "169.254.169.254 is a link-local address"),
+    ("http://169.254.169.254/latest/meta-data/", "169.254.169.254 is a cloud metadata address"),
+    ("http://169.254.1.1/", "169.254.1.1 is a link-local address"),
     ("http://100.64.0.1/", "100.64.0.1 is a shared (carrier-grade NAT) address"),
     ("http://[::1]:8000/hook", "::1 is a loopback address"),
     ("http://[fd00::1]/hook", "fd00::1 is a private address"),
@@ -180,6 +181,10 @@ def test_check_url_allows_loopback_when_private_networks_are_allowed():
             netguard.check_url("ftp://127.0.0.1/")
         with pytest.raises(netguard.AddressRefused, match="does not resolve"):
             netguard.check_url("http://no-such-host.invalid/")
+        # cloud metadata endpoints hand out credentials: never, whatever the setting
+        for url in ("http://169.254.169.254/latest/", "http://[::ffff:169.254.169.254]/", "http://[fd00:ec2::254]/"):
+            with pytest.raises(netguard.AddressRefused, match="cloud metadata address, never allowed"):
+                netguard.check_url(url)
 
 
 def test_a_public_address_passes():

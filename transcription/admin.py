@@ -8,6 +8,8 @@ from typing import ClassVar
 from django.contrib import admin, messages
 from django.contrib.admin.actions import delete_selected
 from django.contrib.admin.utils import unquote
+from django.contrib.auth import get_user_model
+from django.core.exceptions import PermissionDenied
 from django.db.models import Count, Max, OuterRef, Q, Subquery
 from django.urls import reverse
 from django.utils import timezone
@@ -571,8 +573,24 @@ class AccountAdmin(admin.ModelAdmin):
     list_display = ("user", "audio_today", "audio_quota", "queued", "queued_quota", "callback_url")
     search_fields = ("user__username", "user__email")
     fields = ("user", "audio_hours_per_day", "max_queued_jobs", "audio_today", "queued", "callback_url",
-              "webhook_secret")
-    readonly_fields = ("user", "audio_today", "queued", "webhook_secret")
+              "secret_shown")
+    readonly_fields = ("user", "audio_today", "queued", "secret_shown")
+
+    # Only superusers manage other people's accounts: another's callback address would receive
+    # their transcripts. Staff see and change their own.
+    def get_queryset(self, request):
+        rows = super().get_queryset(request)
+        return rows if request.user.is_superuser else rows.filter(user=request.user)
+
+    def get_readonly_fields(self, request, obj=None):
+        if request.user.is_superuser:
+            return self.readonly_fields
+        return (*self.readonly_fields, "audio_hours_per_day", "max_queued_jobs")  # no raising one's own quota
+
+    @admin.display(description=_("webhook secret"))
+    def secret_shown(self, account: Account) -> str:
+        """Its first characters only: the owner reads it whole on their account page."""
+        return account.webhook_secret[:4] + "…"
 
     def has_add_permission(self, request):
         return False  # every user has one (made when the list is opened)
@@ -629,10 +647,26 @@ class ApiTokenAdmin(KeyColumns, admin.ModelAdmin):
         return ("user", "name", "scope", "expires_at") if obj is None else (
             "user", "name", "scope", "prefix", "created_at", "expires_at", "last_used_at", "revoked_at")
 
+    # A token acts as its user: only superusers make, see or revoke other people's.
+    def get_queryset(self, request):
+        rows = super().get_queryset(request)
+        return rows if request.user.is_superuser else rows.filter(user=request.user)
+
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):
+        if db_field.name == "user" and not request.user.is_superuser:
+            kwargs["queryset"] = get_user_model().objects.filter(pk=request.user.pk)
+            kwargs["initial"] = request.user.pk
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
+    def save_model(self, request, obj, form, change):
+        if not change and not request.user.is_superuser and obj.user_id != request.user.pk:
+            raise PermissionDenied
+        self._save_and_show(request, obj, form, change)
+
     def get_readonly_fields(self, request, obj=None):
         return self.readonly_fields if obj is None else (*self.readonly_fields, "user", "scope")
 
-    def save_model(self, request, obj, form, change):
+    def _save_and_show(self, request, obj, form, change):
         key = obj.new_key() if not change else None
         super().save_model(request, obj, form, change)
         if key:

@@ -3,6 +3,7 @@ OpenAI-compatible /v1 routes. Handlers parse, call services, shape the answer.""
 from __future__ import annotations
 
 import logging
+import math
 from urllib.parse import quote
 
 import pydantic
@@ -13,7 +14,7 @@ from django.conf import settings
 from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from ninja import File, Form, NinjaAPI, Query, Schema, Status
 from ninja import Path as PathParam
-from ninja.errors import AuthenticationError, HttpError, ValidationError
+from ninja.errors import AuthenticationError, HttpError, Throttled, ValidationError
 from ninja.files import UploadedFile
 from pydantic import Field
 
@@ -59,8 +60,8 @@ def error_response(request: HttpRequest, status: int, message: str, field: str |
 @api.exception_handler(services.ServiceError)
 def _service_error(request: HttpRequest, exc: services.ServiceError):
     response = error_response(request, exc.status, exc.message, exc.field)
-    if exc.status == 429:
-        response["Retry-After"] = "60"
+    if exc.retry_after is not None:
+        response["Retry-After"] = str(exc.retry_after)
     return response
 
 
@@ -129,13 +130,25 @@ def _refused(request: HttpRequest, exc: access.Refused):
     return response
 
 
+@api.exception_handler(HttpError)
+def _http_error(request: HttpRequest, exc: HttpError):
+    if isinstance(exc, Throttled):  # JOB_RATE_LIMIT
+        wait = max(1, math.ceil(exc.wait or 60))
+        response = error_response(request, 429, f"too many new jobs: this service allows"
+                                  f" {settings.JOB_RATE_LIMIT} per client (JOB_RATE_LIMIT); try again in {wait} s")
+        response["Retry-After"] = str(wait)
+        return response
+    message = str(exc)
+    if exc.status_code == 403 and message == "CSRF check Failed":  # django-ninja's words
+        message = ("the request's CSRF token is missing or stale (a page's own calls carry it): reload the"
+                   " page and try again; scripts send a token instead: Authorization: Bearer <token>")
+    return error_response(request, exc.status_code, message)
+
+
 @api.exception_handler(Exception)
 def _unexpected(request: HttpRequest, exc: Exception):
     if isinstance(exc, HttpError):
-        response = error_response(request, exc.status_code, str(exc))
-        if exc.status_code == 429:
-            response["Retry-After"] = "60"
-        return response
+        return _http_error(request, exc)
     # Bodies Django refuses while parsing them: the rest is not read either.
     if isinstance(exc, MultiPartParserError):
         discard_partial_uploads(request)

@@ -532,14 +532,16 @@ class Account(models.Model):
     def queued_limit(self) -> int | None:
         return self.max_queued_jobs if self.max_queued_jobs is not None else settings.QUOTA_QUEUED_JOBS
 
-    def audio_seconds_today(self) -> float:
-        """Seconds of audio of this user's jobs created in the last 24 hours that are done or still
-        to do (failed and cancelled jobs do not count)."""
+    def counted_jobs(self) -> models.QuerySet:
+        """This user's jobs of the last 24 hours that count against the audio quota (done or still to
+        do: failed and cancelled jobs do not), each with its seconds of audio as `counted`."""
         since = timezone.now() - timedelta(days=1)
-        rows = Job.objects.filter(owner=self.user_id, created_at__gte=since).exclude(
-            status__in=(JobStatus.FAILED, JobStatus.CANCELLED))
-        total = rows.aggregate(s=models.Sum(models.functions.Coalesce("audio_duration", "upload__duration")))["s"]
-        return float(total or 0.0)
+        return Job.objects.filter(owner=self.user_id, created_at__gte=since).exclude(
+            status__in=(JobStatus.FAILED, JobStatus.CANCELLED)).annotate(
+            counted=models.functions.Coalesce("audio_duration", "upload__duration"))
+
+    def audio_seconds_today(self) -> float:
+        return float(self.counted_jobs().aggregate(s=models.Sum("counted"))["s"] or 0.0)
 
     def queued_now(self) -> int:
         return Job.objects.filter(owner=self.user_id, status__in=(JobStatus.QUEUED, JobStatus.RUNNING)).count()

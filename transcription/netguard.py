@@ -22,6 +22,10 @@ ANSWER_BYTES = 2048  # of the receiver's answer kept: enough to see what went wr
 SCHEMES = {"http": 80, "https": 443}
 SHARED = ipaddress.ip_network("100.64.0.0/10")  # carrier-grade NAT: neither private nor public
 PRIVATE_RULE = "only public addresses are allowed (ALLOW_PRIVATE_NETWORKS=true allows private ones)"
+# Cloud instance metadata (AWS, GCP, Azure, OpenStack; AWS's IPv6 and ECS task endpoints; Alibaba):
+# they hand out credentials, so they are refused even with ALLOW_PRIVATE_NETWORKS.
+METADATA = frozenset(ipaddress.ip_address(a) for a in (
+    "169.254.169.254", "169.254.170.2", "fd00:ec2::254", "100.100.100.200"))
 
 
 class AddressRefused(ValueError):
@@ -79,6 +83,11 @@ def _target(url: str) -> Target:
         raise AddressRefused(f"{url[:100]!r} names no host")
     port = port or SCHEMES[scheme]
     addresses = _resolve(host, port)
+    for ip in addresses:
+        mapped = ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped else ip
+        if mapped in METADATA:
+            found = "is" if _is_literal(host) else f"resolves to {ip},"
+            raise AddressRefused(f"{host} {found} a cloud metadata address, never allowed")
     if not settings.ALLOW_PRIVATE_NETWORKS:
         for ip in addresses:
             if kind := non_public(ip):

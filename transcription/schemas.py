@@ -86,8 +86,9 @@ class TranscribeOptions(Schema):
     wait: bool = Field(True, description="Answer with the result (true) or 202 with the job's URL (false).")
     callback_url: str | None = Field(
         None, max_length=1000, description="An http(s) address sent a signed POST when the job (each job of a"
-        " batch, then the batch) is done, failed or cancelled. Default: your account's callback URL."
-        " Loopback and private addresses are refused unless ALLOW_PRIVATE_NETWORKS=true (README: Webhooks).")
+        " batch, then the batch) is done, failed or cancelled. Default: your account's callback URL;"
+        " 'none': no callback. Loopback and private addresses are refused unless ALLOW_PRIVATE_NETWORKS=true"
+        " (README: Webhooks).")
 
     @model_validator(mode="before")
     @classmethod

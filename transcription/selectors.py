@@ -90,4 +90,4 @@ def live_session_or_404(session_id: str | UUID, actor: Actor):
     try:
         return actor.visible(LiveSession.objects.all()).get(pk=_uuid(session_id, "live session"))
     except LiveSession.DoesNotExist:
-        raise Http404(f"live session {session_id} not found") from None
+        raise Http404(f"no live session with id {session_id}") from None

@@ -21,7 +21,7 @@ urlpatterns = [
     path("s/<str:key>/result", views.shared_result, name="shared_result"),
     path("login/", auth_views.LoginView.as_view(template_name="webui/login.html", redirect_authenticated_user=True),
          name="login"),
-    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("logout/", views.Logout.as_view(), name="logout"),
     path("account/", views.account, name="account"),
     path("account/tokens", views.account, name="account_tokens"),
 ]

@@ -11,7 +11,7 @@ from uuid import UUID
 import pydantic
 from django.conf import settings
 from django.contrib import messages
-from django.contrib.auth.views import redirect_to_login
+from django.contrib.auth.views import LogoutView, redirect_to_login
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -277,16 +277,17 @@ def job_unshare(request: HttpRequest, job_id: UUID, link_id: int) -> HttpRespons
     return redirect(reverse("webui:job", args=[job.id]) + "#share")
 
 
-def _shared(key: str):
+def _shared(key: str, visit: bool = False):
     link, job = reads.shared_job_or_404(key)
-    link.touch()
+    if visit:  # the page counts as one visit; its audio and downloads do not count again
+        link.touch()
     return job
 
 
 @require_safe
 def shared_job(request: HttpRequest, key: str) -> HttpResponse:
     """A job seen through a share link: anyone holding the link, no account needed."""
-    job = _shared(key)
+    job = _shared(key, visit=True)
     response = render(request, "webui/job.html", _job_context(job, shared=key))
     response["X-Robots-Tag"] = "noindex"
     response["Referrer-Policy"] = "no-referrer"  # the key is in the URL: never hand it on
@@ -367,10 +368,11 @@ def account(request: HttpRequest) -> HttpResponse:
             return render(request, "webui/account.html", _account_context(request, token_form=form), status=422)
         if action == "revoke":
             try:
-                services.revoke_token(request.user, int(request.POST.get("token", "0") or 0))
-                messages.success(request, _("The token was revoked: requests with it are now refused."))
+                token = services.revoke_token(request.user, int(request.POST.get("token", "0") or 0))
+                messages.success(request, _("The token “%(name)s” was revoked: requests with it are now refused.")
+                                 % {"name": token.name})
             except (ValueError, services.ServiceError):
-                messages.error(request, _("No such token."))
+                messages.error(request, _("You have no such token; nothing was revoked."))
             return redirect("webui:account")
         if action == "callback":
             form = AccountCallbackForm(request.POST)
@@ -378,9 +380,9 @@ def account(request: HttpRequest) -> HttpResponse:
                 try:
                     services.set_callback(request.user, form.cleaned_data["callback_url"])
                 except services.ServiceError as exc:
-                    form.add_error("callback_url", exc.message)
+                    form.add_error("callback_url", exc.message.removeprefix("callback_url: "))
                 else:
-                    messages.success(request, _("Saved."))
+                    messages.success(request, _("The default callback URL was saved."))
                     return redirect("webui:account")
             return render(request, "webui/account.html", _account_context(request, callback_form=form), status=422)
         if action == "secret":
@@ -389,5 +391,15 @@ def account(request: HttpRequest) -> HttpResponse:
             Account.of(request.user).new_webhook_secret()
             messages.success(request, _("A new webhook secret was made; callbacks are signed with it from now on."))
             return redirect("webui:account")
-        return HttpResponse(status=400)
+        messages.error(request, _("The page sent something this form does not know; nothing was changed."))
+        return redirect("webui:account")
     return render(request, "webui/account.html", _account_context(request))
+
+
+class Logout(LogoutView):
+    """Log out by POST (the top bar's button); a GET, e.g. a typed address, gets the button to press."""
+
+    http_method_names = ["get", "post", "options"]
+
+    def get(self, request: HttpRequest, *args, **kwargs) -> HttpResponse:
+        return render(request, "webui/logout.html")

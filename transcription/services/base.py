@@ -14,11 +14,12 @@ log = logging.getLogger("transcription")
 class ServiceError(Exception):
     """A request the service refuses; `status` is the HTTP status, `message` says why."""
 
-    def __init__(self, status: int, message: str, field: str | None = None) -> None:
+    def __init__(self, status: int, message: str, field: str | None = None, retry_after: int | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.field = field
+        self.retry_after = retry_after  # seconds, for a 429 that knows when there will be room
 
 
 

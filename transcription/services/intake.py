@@ -53,14 +53,25 @@ def plan(options: TranscribeOptions, owner=None) -> Plan:
                 callback_url=_callback_url(getattr(options, "callback_url", None), owner))
 
 
+NO_CALLBACK = "none"  # callback_url=none: no callback for this job, whatever the account's default
+
+
 def _callback_url(requested: str | None, owner) -> str:
-    """The address told when the job ends: the request's, else the owner's default; checked now so
-    a wrong one is a 422 and not a silent failure an hour later."""
+    """The address told when the job ends: the request's (checked now, so a wrong one is a 422 and
+    not a silent failure an hour later), else the owner's default (checked when it was saved and
+    at every attempt: an address that has since become refused is recorded as such in the
+    deliveries, and never stops the job), or none with callback_url=none."""
+    requested = (requested or "").strip()
+    if requested.lower() == NO_CALLBACK:
+        return ""
+    if not requested:
+        return Account.of(owner).callback_url if owner is not None else ""
+    return check_callback_url(requested)
+
+
+def check_callback_url(url: str) -> str:
     from ..netguard import AddressRefused, check_url
 
-    url = (requested or "").strip() or (Account.of(owner).callback_url if owner is not None else "")
-    if not url:
-        return ""
     try:
         check_url(url)
     except AddressRefused as exc:
@@ -69,8 +80,9 @@ def _callback_url(requested: str | None, owner) -> str:
 
 
 def check_quota(owner, jobs: int, seconds: float = 0.0) -> None:
-    """Refuse (429) what would take the owner past their quota: jobs waiting or running at once,
-    and audio in any 24 hours. Anonymous use of an open service has no quota."""
+    """Refuse (429) what would take the owner past their quota: jobs waiting or running at once
+    (checked before the file is stored, with seconds=0), and audio in any 24 hours (after FFmpeg
+    has measured it). Anonymous use of an open service has no quota."""
     if owner is None:
         return
     account = Account.of(owner)
@@ -78,15 +90,45 @@ def check_quota(owner, jobs: int, seconds: float = 0.0) -> None:
     if limit is not None and not seconds:
         waiting = account.queued_now()
         if waiting + jobs > limit:
-            raise ServiceError(429, f"quota: you have {waiting} job(s) waiting or running and may have at most"
-                                    f" {limit} at once; send this when one has finished", "file")
+            raise ServiceError(429, f"quota: you may have {limit} job{'s' * (limit != 1)} waiting or running at"
+                                    f" once and have {waiting}; send {'this' if jobs == 1 else 'these'} when"
+                                    f" {'one has' if waiting else 'there is room'} finished", "file",
+                               retry_after=60)
     limit_seconds = account.audio_limit_seconds
     if limit_seconds is not None and seconds:
         used = account.audio_seconds_today()
         if used + seconds > limit_seconds:
-            raise ServiceError(429, f"quota: this audio ({seconds / 60:.1f} min) would take you past your"
-                                    f" {limit_seconds / 3600:g} hours of audio in 24 hours ({used / 3600:.2f} h used"
-                                    " so far); try again later or ask the administrator for more", "file")
+            if seconds > limit_seconds:
+                raise ServiceError(429, f"quota: this audio ({_span(seconds)}) is longer than your quota of"
+                                        f" {_span(limit_seconds)} of audio in 24 hours; ask the administrator for"
+                                        " more, or send a shorter file", "file")
+            wait = _room_in(account, used + seconds - limit_seconds)
+            raise ServiceError(429, f"quota: this audio ({_span(seconds)}) would take you past your quota of"
+                                    f" {_span(limit_seconds)} of audio in 24 hours ({_span(used)} used); there is"
+                                    f" room for it in {_span(wait)}", "file", retry_after=max(1, round(wait)))
+
+
+def _span(seconds: float) -> str:
+    """A length of time as people say it: 45 s, 12 min, 3 h 05 min."""
+    seconds = max(0, round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes = round(seconds / 60)
+    return f"{minutes} min" if minutes < 60 else f"{minutes // 60} h {minutes % 60:02d} min"
+
+
+def _room_in(account: Account, excess: float) -> float:
+    """Seconds until enough of the last 24 hours' audio has left the window to free `excess` seconds."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    freed, now = 0.0, timezone.now()
+    for created_at, seconds in account.counted_jobs().order_by("created_at").values_list("created_at", "counted"):
+        freed += seconds or 0.0
+        if freed >= excess:
+            return max(0.0, (created_at + timedelta(days=1) - now).total_seconds())
+    return 24 * 3600.0
 
 
 def _speaker_counts(options: TranscribeOptions) -> dict:

@@ -73,9 +73,9 @@ def unshare(job: Job, link_id: int) -> ShareLink:
 
 def set_callback(user, url: str) -> Account:
     """The user's default callback address (empty: none), checked as a job's would be."""
-    from .intake import _callback_url
+    from .intake import check_callback_url
 
     account = Account.of(user)
-    account.callback_url = _callback_url(url, None) if url.strip() else ""
+    account.callback_url = check_callback_url(url.strip()) if url.strip() else ""
     account.save(update_fields=["callback_url"])
     return account

@@ -38,11 +38,13 @@ def web_command(host: str, port: str) -> list[str]:
 
 
 class Command(BaseCommand):
-    help = "Run the web server and a Huey consumer in one terminal (for local use)."
+    help = ("Run the whole service in one terminal: the web server (uvicorn: pages, API, live WebSocket), a"
+            " job worker (run_huey) and a live worker (run_live). Ctrl-C stops all three.")
 
     def add_arguments(self, parser):
-        parser.add_argument("addrport", nargs="?", default="127.0.0.1:8000")
-        parser.add_argument("--workers", type=int, default=1, help="Huey worker threads")
+        parser.add_argument("addrport", nargs="?", default="127.0.0.1:8000",
+                            help="address and port to serve on (default 127.0.0.1:8000; 0.0.0.0:8000 for the network)")
+        parser.add_argument("--workers", type=int, default=1, help="the job worker's threads (default 1)")
 
     def handle(self, addrport, workers, **_):
         manage = [sys.executable, os.path.abspath(sys.argv[0])]
