@@ -17,13 +17,13 @@ N_SAMPLES = 480_000  # mlx-whisper pads 30 s of zeros
 def clips16k(tmp_path_factory, eval_dir) -> dict[str, np.ndarray]:
     out = tmp_path_factory.mktemp("mel")
     return {name: np.array(convert(eval_dir / name, out / f"{name}.f32"))
-            for name in ("jfk.flac", "multilingual.mp3", "hotwords.mp3")}
+            for name in ("jfk.flac", "multilingual.mp3", "hotwords.mp3", "en_librispeech_1995-1837-0001.wav")}
 
 
 @pytest.fixture(scope="module")
 def speech(clips16k) -> np.ndarray:
     """About 150 s of real speech, English and German: the eval clips one after another, twice."""
-    return np.concatenate(list(clips16k.values()) * 2)
+    return np.concatenate([clips16k[n] for n in ("jfk.flac", "multilingual.mp3", "hotwords.mp3")] * 2)
 
 
 @pytest.mark.parametrize("chunk_frames", [1000, 4321])
@@ -78,7 +78,9 @@ def test_ctranslate2_engine_on_audio_longer_than_a_stretch_gives_the_librarys_te
     from faster_whisper import WhisperModel
 
     monkeypatch.setattr(melspec, "CHUNK_FRAMES", 2000)  # 20 s stretches: the same code, a shorter test
-    english = np.concatenate([clips16k["jfk.flac"], clips16k["hotwords.mp3"]] * 4)  # 60 s
+    # 79 s of plain English. (Not hotwords.mp3: its made-up word "ComfyUI" is a coin toss for tiny.en,
+    # which such a 1e-7 tips one way or the other, as ctranslate2 4.8.5 did.)
+    english = np.concatenate([clips16k["jfk.flac"], clips16k["en_librispeech_1995-1837-0001.wav"]] * 4)
     assert melspec.n_frames(len(english), 160) > 2 * melspec.CHUNK_FRAMES
     path = modelstore.engine_dir("tiny.en", "ctranslate2")
     options = DecodeOptions(language="en", temperature=(0.0,), word_timestamps=False,
@@ -93,7 +95,7 @@ def test_ctranslate2_engine_on_audio_longer_than_a_stretch_gives_the_librarys_te
     ours_text = normalise_words(" ".join(s.text for s in ours))
     expected_text = normalise_words(" ".join(s.text for s in expected))
     assert wer(expected_text, ours_text) < 0.02, (expected_text, ours_text)
-    assert ours_text.count("ask not what your country") == 4
+    assert ours_text.count("what your country can do for you") == 4
     assert abs(len(ours) - len(expected)) <= 2
     assert abs(ours[0].end - expected[0].end) < 0.5 and abs(ours[-1].end - expected[-1].end) < 1.0
 

@@ -9,7 +9,7 @@ from django.conf import settings
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.utils import timezone
 
-from tests.conftest import post_file
+from tests.conftest import ffmpeg, post_file
 from transcription import services
 from transcription.models import Job
 from transcription.schemas import TranscribeOptions
@@ -88,8 +88,12 @@ def _job(clips, **options) -> Job:
 
 @pytest.mark.integration
 @pytest.mark.django_db(transaction=True)
-def test_cancelling_a_running_job_stops_it_within_seconds(service, eval_dir):
-    resp = post_file(service, eval_dir / "multilingual.mp3", language="de", model="base",
+def test_cancelling_a_running_job_stops_it_within_seconds(service, eval_dir, tmp_path):
+    # 4 minutes (the mixed recording four times): decoding it takes long enough, on any engine build,
+    # that the job is still inside inference when the cancel comes
+    long = tmp_path / "multilingual-x4.mp3"
+    ffmpeg("-stream_loop", "3", "-i", str(eval_dir / "multilingual.mp3"), "-c", "copy", str(long))
+    resp = post_file(service, long, language="de", model="base",
                      engine="ctranslate2", wait=False, remove_silence=False)
     url = resp.json()["url"]
     deadline = time.monotonic() + 60

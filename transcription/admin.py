@@ -234,7 +234,7 @@ class JobInline(JobColumns, admin.TabularInline):
 @admin.register(Job)
 class JobAdmin(OwnedRows, ReviewOnly, DeletesFiles, JobColumns, admin.ModelAdmin):
     list_display = ("short_id", "status_progress", "file", "duration", "model_engine", "language_code",
-                    "owner_name", "created", "run_time")
+                    "created", "run_time")
     list_display_links = ("short_id",)
     list_filter = (StatusFilter, ("model", titled(_("Model"))), ("engine", titled(_("Engine"))),
                    ("language", titled(_("Language"))), SpeakerCountFilter, ("created_at", titled(_("Created"))))
@@ -259,6 +259,19 @@ class JobAdmin(OwnedRows, ReviewOnly, DeletesFiles, JobColumns, admin.ModelAdmin
                        "language_display", "duration",
                        "silence_offset", "timings", "created_at", "started_at", "finished_at",
                        "attempts", "batch", "options_table", "owner_name", "callback_url")
+
+    def get_list_display(self, request):
+        """Who owns each job, under its file name (no column of its own: the list is wide enough
+        already), for those who see everyone's."""
+        shown = super().get_list_display(request)
+        if request.user.has_perm(access.SEE_ALL):
+            shown = tuple("file_owner" if name == "file" else name for name in shown)
+        return shown
+
+    @admin.display(description=_("File"), ordering="upload__original_name")
+    def file_owner(self, job: Job):
+        return format_html('{}<br><span class="quiet">{}</span>', job.upload.original_name,
+                           job.owner.get_username() if job.owner_id else gettext("no owner"))
 
     def get_queryset(self, request):
         queryset = super().get_queryset(request)

@@ -235,7 +235,11 @@ def job_speakers(request: HttpRequest, job_id: UUID) -> HttpResponse:
 @require_safe
 @with_actor
 def job_audio(request: HttpRequest, job_id: UUID) -> HttpResponse:
-    job = reads.job_or_404(job_id, request.actor)
+    return _audio(request, reads.job_or_404(job_id, request.actor))
+
+
+def _audio(request: HttpRequest, job: Job) -> HttpResponse:
+    """The job's uploaded file, for the player (Range requests) or, with ?download=1, to keep."""
     if not job.upload.is_stored:
         raise Http404(_("The uploaded file is no longer stored."))
     path = job.upload.path
@@ -296,12 +300,7 @@ def shared_job(request: HttpRequest, key: str) -> HttpResponse:
 
 @require_safe
 def shared_audio(request: HttpRequest, key: str) -> HttpResponse:
-    job = _shared(key)
-    if not job.upload.is_stored:
-        raise Http404(_("The uploaded file is no longer stored."))
-    path = job.upload.path
-    name = job.upload.original_name if request.GET.get("download") else None
-    return ranged_file_response(request, path, job.upload.sha256 or f"{path.stat().st_size}", name)
+    return _audio(request, _shared(key))
 
 
 @require_safe
