@@ -274,6 +274,8 @@ WEBHOOK_SECRET = os.getenv("WEBHOOK_SECRET", "")
 SHARE_LINK_DAYS = envint("SHARE_LINK_DAYS", 7, low=1, high=3650)
 # Per-client limit on creating jobs (POST /transcribe, /transcribe/batch, /v1/audio/*): e.g. "30/min".
 JOB_RATE_LIMIT = os.getenv("JOB_RATE_LIMIT", "") or None
+# How long POST /detect-language waits for a worker's answer (503 after).
+DETECT_WAIT_SECONDS = envfloat("DETECT_WAIT_SECONDS", 300, low=1)
 # How long POST /transcribe waits for its job before answering 202 with the job's URL.
 TRANSCRIBE_WAIT_SECONDS = envfloat("TRANSCRIBE_WAIT_SECONDS", 3600, low=0)
 # How often a server-sent event stream (a job's events, /v1 stream=true) looks at its job.
