@@ -19,7 +19,7 @@ from ninja.errors import AuthenticationError, HttpError, Throttled, ValidationEr
 from ninja.files import UploadedFile
 from pydantic import Field
 
-from . import access, formats, selectors, services, sse
+from . import access, formats, metrics, selectors, services, sse
 from .auth import API_AUTH, JOB_THROTTLE
 from .models import Job
 from .schemas import (BatchAccepted, BatchOut, Error, JobAccepted, JobOut, LanguagesOut, LiveSessionOut, ModelsOut,
@@ -62,6 +62,8 @@ def error_response(request: HttpRequest, status: int, message: str, field: str |
 @api.exception_handler(services.ServiceError)
 def _service_error(request: HttpRequest, exc: services.ServiceError):
     response = error_response(request, exc.status, exc.message, exc.field)
+    if exc.field in ("file", "files", "audio_file"):  # the file was refused (empty, not audio, over quota)
+        metrics.upload_refused(exc.status)
     if exc.retry_after is not None:
         response["Retry-After"] = str(exc.retry_after)
     return response
@@ -74,6 +76,7 @@ def _not_found(request: HttpRequest, exc: Http404):
 
 @api.exception_handler(UploadRejected)
 def _upload_rejected(request: HttpRequest, exc: UploadRejected):
+    metrics.upload_refused(exc.status)
     return _body_refused(request, error_response(request, exc.status, exc.message, exc.field))
 
 
@@ -160,6 +163,7 @@ def _unexpected(request: HttpRequest, exc: Exception):
                        " far too long: rename the file (names up to 255 characters are fine)")
         return _body_refused(request, error_response(request, 400, message, "file"))
     if isinstance(exc, RequestDataTooBig):
+        metrics.upload_refused(413)
         return _body_refused(request, error_response(
             request, 413, f"form fields are larger than {settings.DATA_UPLOAD_MAX_MEMORY_SIZE // (1024 * 1024)} MB in"
             " all; only the file may be large, and it goes in the 'file' field (known speakers' samples:"

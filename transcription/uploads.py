@@ -204,6 +204,9 @@ class UploadCap:
 
     @staticmethod
     async def _refuse(scope, send) -> None:
+        from . import metrics
+
+        metrics.upload_refused(413)
         message = str(too_large())
         if scope.get("path", "").startswith("/v1/"):
             body = {"error": {"message": message, "type": "invalid_request_error", "param": "file",
