@@ -33,13 +33,16 @@ AUDIO_SECONDS = Counter("stt_audio_seconds_total", "Seconds of audio transcribed
                         ["model", "engine"])
 INFERENCE = Histogram("stt_inference_seconds", "Inference time of a finished job", ["model", "engine"],
                       buckets=SECONDS)
-CONVERSION = Histogram("stt_conversion_seconds", "FFmpeg conversion time of a finished job", buckets=SECONDS)
+CONVERSION = Histogram("stt_conversion_seconds", "FFmpeg conversion time of a finished job", ["engine"],
+                       buckets=SECONDS)
 RTF = Histogram("stt_real_time_factor", "Inference seconds per second of audio, per finished job",
                 ["model", "engine"], buckets=RATIOS)
 MODEL_LOADS = Counter("stt_model_loads_total", "Models loaded into a worker", ["engine", "model"])
 MODEL_EVICTIONS = Counter("stt_model_evictions_total", "Models a worker let go (idle too long, or over the limit)",
                           ["engine", "model"])
-UPLOAD_BYTES = Counter("stt_upload_bytes_total", "Bytes of files accepted (uploads that became jobs)")
+UPLOAD_BYTES = Counter("stt_upload_bytes_total", "Bytes of files accepted (that became jobs)", ["via"])
+# Every metric has labels: a labelled metric writes its file only once something is recorded, so a
+# process that records nothing (manage.py migrate, a shell) leaves nothing behind in METRICS_DIR.
 UPLOADS_REFUSED = Counter("stt_uploads_refused_total", "Uploads refused, by reason", ["reason"])
 HTTP_SECONDS_HIST = Histogram("stt_http_request_duration_seconds", "Time to answer an HTTP request, by route",
                               ["method", "route", "status"], buckets=HTTP_SECONDS)
@@ -58,7 +61,7 @@ def job_ended(sender, job, **kwargs) -> None:
     if job.inference_seconds is not None:
         INFERENCE.labels(job.model, job.engine).observe(job.inference_seconds)
     if job.conversion_seconds is not None:
-        CONVERSION.observe(job.conversion_seconds)
+        CONVERSION.labels(job.engine).observe(job.conversion_seconds)
     if job.rtf is not None:
         RTF.labels(job.model, job.engine).observe(job.rtf)
 
@@ -80,8 +83,8 @@ def model_evicted(key) -> None:
     MODEL_EVICTIONS.labels(*model_key(key)).inc()
 
 
-def upload_accepted(size: int) -> None:
-    UPLOAD_BYTES.inc(size)
+def upload_accepted(size: int, via: str = "upload") -> None:
+    UPLOAD_BYTES.labels(via).inc(size)
 
 
 REFUSAL_REASONS = {400: "empty_or_malformed", 413: "too_large", 415: "unsupported_type", 422: "invalid",
@@ -144,6 +147,11 @@ def _pending() -> float:
         return float(HUEY.pending_count())
     except Exception:  # the queue down: /health says so; the scrape still answers
         return float("nan")
+
+
+NAMES = ("stt_jobs", "stt_queue_depth", "stt_workers_alive", "stt_live_sessions_active", *(
+    m._name for m in (JOBS_FINISHED, AUDIO_SECONDS, INFERENCE, CONVERSION, RTF, MODEL_LOADS, MODEL_EVICTIONS,
+                      UPLOAD_BYTES, UPLOADS_REFUSED, HTTP_SECONDS_HIST)))  # every family /metrics can show
 
 
 def exposition() -> tuple[bytes, str]:
