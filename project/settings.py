@@ -99,6 +99,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "transcription.metrics.RequestTimer",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -274,6 +275,27 @@ WEBHOOK_SECRET = os.getenv("WEBHOOK_SECRET", "")
 SHARE_LINK_DAYS = envint("SHARE_LINK_DAYS", 7, low=1, high=3650)
 # Per-client limit on creating jobs (POST /transcribe, /transcribe/batch, /v1/audio/*): e.g. "30/min".
 JOB_RATE_LIMIT = os.getenv("JOB_RATE_LIMIT", "") or None
+# Prometheus metrics (GET /metrics). Each process of a machine writes its counters in METRICS_DIR
+# (`serve` empties it when it starts); scraping is open to these networks (comma-separated
+# addresses or CIDRs; empty: none) and to `Authorization: Bearer <METRICS_TOKEN>`.
+METRICS_DIR = Path(os.getenv("METRICS_DIR", DATA_DIR / "metrics"))
+METRICS_TOKEN = os.getenv("METRICS_TOKEN", "")
+METRICS_ALLOWED_ADDRESSES = envlist("METRICS_ALLOWED_ADDRESSES", "127.0.0.0/8,::1")
+
+
+def _networks(name: str, values: list[str]) -> list:
+    import ipaddress
+
+    try:
+        return [ipaddress.ip_network(v, strict=False) for v in values]
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{name}: {exc} (give addresses or CIDRs, comma-separated)") from None
+
+
+METRICS_ALLOWED_NETWORKS = _networks("METRICS_ALLOWED_ADDRESSES", METRICS_ALLOWED_ADDRESSES)
+
+# How long POST /detect-language waits for a worker's answer (503 after).
+DETECT_WAIT_SECONDS = envfloat("DETECT_WAIT_SECONDS", 300, low=1)
 # How long POST /transcribe waits for its job before answering 202 with the job's URL.
 TRANSCRIBE_WAIT_SECONDS = envfloat("TRANSCRIBE_WAIT_SECONDS", 3600, low=0)
 # How often a server-sent event stream (a job's events, /v1 stream=true) looks at its job.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+from typing import Literal
 from urllib.parse import quote
 
 import pydantic
@@ -18,10 +19,11 @@ from ninja.errors import AuthenticationError, HttpError, Throttled, ValidationEr
 from ninja.files import UploadedFile
 from pydantic import Field
 
-from . import access, formats, selectors, services, sse
+from . import access, formats, metrics, selectors, services, sse
 from .auth import API_AUTH, JOB_THROTTLE
 from .models import Job
-from .schemas import (BatchAccepted, BatchOut, Error, JobAccepted, JobOut, LiveSessionOut, ModelsOut, ShareIn,
+from .schemas import (BatchAccepted, BatchOut, Error, JobAccepted, JobOut, LanguagesOut, LiveSessionOut, ModelsOut,
+                      ShareIn,
                       ShareOut, SpeakerNamesIn, TranscribeOptions, TranscribeResult)
 from .uploads import UploadRejected, discard_partial_uploads, stop_reading
 
@@ -60,6 +62,8 @@ def error_response(request: HttpRequest, status: int, message: str, field: str |
 @api.exception_handler(services.ServiceError)
 def _service_error(request: HttpRequest, exc: services.ServiceError):
     response = error_response(request, exc.status, exc.message, exc.field)
+    if exc.field in ("file", "files", "audio_file"):  # the file was refused (empty, not audio, over quota)
+        metrics.upload_refused(exc.status)
     if exc.retry_after is not None:
         response["Retry-After"] = str(exc.retry_after)
     return response
@@ -72,6 +76,7 @@ def _not_found(request: HttpRequest, exc: Http404):
 
 @api.exception_handler(UploadRejected)
 def _upload_rejected(request: HttpRequest, exc: UploadRejected):
+    metrics.upload_refused(exc.status)
     return _body_refused(request, error_response(request, exc.status, exc.message, exc.field))
 
 
@@ -158,6 +163,7 @@ def _unexpected(request: HttpRequest, exc: Exception):
                        " far too long: rename the file (names up to 255 characters are fine)")
         return _body_refused(request, error_response(request, 400, message, "file"))
     if isinstance(exc, RequestDataTooBig):
+        metrics.upload_refused(413)
         return _body_refused(request, error_response(
             request, 413, f"form fields are larger than {settings.DATA_UPLOAD_MAX_MEMORY_SIZE // (1024 * 1024)} MB in"
             " all; only the file may be large, and it goes in the 'file' field (known speakers' samples:"
@@ -310,6 +316,31 @@ def job_result(request: HttpRequest, job_id: str, query: Query[ResultQuery]):
     response = HttpResponse(body, content_type=content_type)
     response["Content-Disposition"] = f"attachment; filename*=UTF-8''{quote(filename)}"
     return response
+
+
+class DetectQuery(Schema):
+    model: str | None = Field(None, description="A multilingual model; default: the default model, else the"
+                              " largest installed multilingual one.")
+    engine: Literal["auto", "mlx", "ctranslate2"] | None = None
+    top: int = Field(5, ge=1, le=100, description="How many languages `languages` lists.")
+    encode: bool = Field(True, description="Accepted for whisper-asr-webservice's clients; the file always goes"
+                         " through FFmpeg.")
+
+
+@api.post("/detect-language", response={200: LanguagesOut, **ERRORS},
+          summary="Which language a file is in: the top languages for its first 30 s of speech",
+          description="The file as `audio_file` (whisper-asr-webservice's name) or `file`. The answer has"
+          " whisper-asr-webservice's fields (detected_language, language_code, confidence) and the service's"
+          " own: `languages` (the top ones with probabilities), where speech starts, and how much was used.")
+def detect_language(request: HttpRequest, query: Query[DetectQuery], audio_file: UploadedFile = File(None),
+                    file: UploadedFile = File(None)):
+    _rejected_upload(request)
+    if (audio_file is None) == (file is None):
+        raise services.ServiceError(422, "send the audio as one file, in the form field audio_file (or file)",
+                                    "audio_file")
+    field = "audio_file" if audio_file is not None else "file"
+    model = (query.model or "").strip().lower() or None
+    return services.detect_language(audio_file or file, model, query.engine, query.top, field)
 
 
 @api.get("/models", response=ModelsOut, summary="Every model size, installed or not")

@@ -14,6 +14,7 @@ class TranscriptionConfig(AppConfig):
         # The folders the service writes in; made when it starts, not when settings are read.
         for folder in (settings.DATA_DIR, settings.FILE_UPLOAD_TEMP_DIR, settings.STATIC_ROOT, settings.MEDIA_ROOT):
             Path(folder).mkdir(parents=True, exist_ok=True)
-        from . import models, webhooks
+        from . import metrics, models, webhooks
 
         models.job_ended.connect(webhooks.on_job_ended, dispatch_uid="transcription.webhooks")
+        models.job_ended.connect(metrics.job_ended, dispatch_uid="transcription.metrics")

@@ -2,7 +2,8 @@
 from django.http import HttpRequest, HttpResponse
 
 
-API_PREFIXES = ("/transcribe", "/job/", "/batch/", "/models", "/health", "/v1/", "/openapi.json", "/live/")
+API_PREFIXES = ("/transcribe", "/job/", "/batch/", "/models", "/health", "/v1/", "/openapi.json", "/live/",
+                "/detect-language")
 
 
 class JsonMethodNotAllowed:

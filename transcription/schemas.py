@@ -322,3 +322,24 @@ class ShareOut(Schema):
     expires_at: datetime | None
     views: int
     state: str
+
+
+class LanguageProbability(Schema):
+    code: str
+    name: str
+    probability: float
+
+
+class LanguagesOut(Schema):
+    """POST /detect-language: whisper-asr-webservice's three fields, then the service's own."""
+
+    detected_language: str = Field(description="The most probable language's name, lower case (english).")
+    language_code: str = Field(description="Its ISO-639-1 code (en).")
+    confidence: float = Field(description="Its probability, 0-1.")
+    languages: list[LanguageProbability] = Field(description="The top languages, most probable first.")
+    model: str
+    engine: str
+    speech_start: float = Field(description="Seconds into the file where speech starts (the silence before it"
+                                " is skipped).")
+    seconds_used: float = Field(description="Seconds of audio the model heard (at most 30).")
+    seconds: float = Field(description="The file's length in seconds.")

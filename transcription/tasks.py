@@ -17,6 +17,14 @@ def transcribe_job(job_id: str) -> None:
     services.run_job(job_id)
 
 
+@db_task(retries=0)
+def detect_language(rel: str, model: str, engine: str) -> dict:
+    """Which language a stored file is in; the web process waits for the answer (Huey's result)."""
+    from .services import detection
+
+    return detection.run_detection(rel, model, engine)
+
+
 @db_periodic_task(crontab(minute="*"))
 def reap_stale_jobs() -> None:
     """Every minute, on whichever consumer gets it: requeue jobs whose worker died, and send the

@@ -102,8 +102,9 @@ def discard_partial_uploads(request) -> None:
 
 
 # Form fields that take files; a file sent in any other field (e.g. `language`) is refused rather
-# than silently dropped (django-ninja would then use the option's default).
-FILE_FIELDS = frozenset({"file", "files"})
+# than silently dropped (django-ninja would then use the option's default). `audio_file`: POST
+# /detect-language's, under whisper-asr-webservice's name.
+FILE_FIELDS = frozenset({"file", "files", "audio_file"})
 
 
 class CappedHashingUploadHandler(TemporaryFileUploadHandler):
@@ -203,6 +204,9 @@ class UploadCap:
 
     @staticmethod
     async def _refuse(scope, send) -> None:
+        from . import metrics
+
+        metrics.upload_refused(413)
         message = str(too_large())
         if scope.get("path", "").startswith("/v1/"):
             body = {"error": {"message": message, "type": "invalid_request_error", "param": "file",

@@ -115,3 +115,7 @@ class Engine(Protocol):
 
         `progress` may raise Cancelled, which the engine lets through.
         """
+
+    def detect_language(self, model_dir: Path, audio: np.ndarray) -> list[tuple[str, float]]:
+        """Every language the multilingual model knows with its probability for the first 30 s of
+        `audio` (16 kHz mono float32), most probable first."""

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
+from .. import metrics
+
 log = logging.getLogger("transcription")
 
 
@@ -54,6 +56,7 @@ class ModelCache:
                 began = time.monotonic()
                 entry = self._entries[key] = _Entry(load(), release, last_used=self._clock())
                 log.info("event=model_loaded key=%s seconds=%.2f", key, time.monotonic() - began)
+                metrics.model_loaded(key)
             entry.users += 1
             dropped = self._evict(keep=key)
         self._release(dropped)
@@ -91,6 +94,7 @@ class ModelCache:
             entry.release(entry.model)
             entry.model = None  # the cache's reference was the last one: the memory goes with it
             log.info("event=model_released key=%s", key)
+            metrics.model_evicted(key)
         if dropped:
             dropped.clear()
             gc.collect()

@@ -126,6 +126,16 @@ class CTranslate2Engine:
                 return Batched(model, audio, options, progress, on_segments).run()
             return self.sequential(model, audio, options, progress, on_segments)
 
+    def detect_language(self, model_dir: Path, audio: np.ndarray) -> list[tuple[str, float]]:
+        plan = _plan()
+        key = self._key(model_dir, plan)
+        with self.cache.use(key, lambda: self._load(model_dir, key[2], key[3])) as model:
+            if not model.model.is_multilingual:
+                raise ValueError("an English-only model cannot tell languages apart")
+            window = np.ascontiguousarray(audio[: windows.SAMPLE_RATE * 30], dtype=np.float32)
+            _, _, probabilities = model.detect_language(window)
+        return sorted(((code, float(p)) for code, p in probabilities), key=lambda cp: -cp[1])
+
     @staticmethod
     def sequential(model, audio: np.ndarray, options: DecodeOptions, progress: ProgressCallback,
                    on_segments: SegmentsCallback | None = None) -> Transcript:

@@ -134,6 +134,19 @@ class MLXEngine:
                 on_segments(transcript.segments, len(audio) / windows.SAMPLE_RATE)
             return transcript
 
+    def detect_language(self, model_dir: Path, audio: np.ndarray) -> list[tuple[str, float]]:
+        from mlx_whisper.audio import N_FRAMES, N_SAMPLES, log_mel_spectrogram
+        import mlx.core as mx
+
+        key = (self.name, str(model_dir), self._dtype_name())
+        with _lock, self.cache.use(key, lambda: self._load(model_dir, key[2]), self._release) as model:
+            if not model.is_multilingual:
+                raise ValueError("an English-only model cannot tell languages apart")
+            window = np.ascontiguousarray(audio[:N_SAMPLES], dtype=np.float32)
+            mel = log_mel_spectrogram(window, n_mels=model.dims.n_mels, padding=N_SAMPLES)[:N_FRAMES]
+            _, probabilities = model.detect_language(mel.astype(mx.float16 if on_metal() else mx.float32))
+        return sorted(((code, float(p)) for code, p in probabilities.items()), key=lambda cp: -cp[1])
+
     def _sequential(self, module, model_dir: Path, audio: np.ndarray, options: DecodeOptions,
                     progress: ProgressCallback) -> Transcript:
         """mlx-whisper's own loop, each window where the last one's text ended."""

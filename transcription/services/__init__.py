@@ -4,6 +4,7 @@ reaper, hand-back), housekeeping (delete, purge), health, results.
 
 Views, API handlers, admin actions, commands and tasks call `services.<name>` and nothing else."""
 from .base import ServiceError, worker_id
+from .detection import detect as detect_language
 from .health import health, models_listing
 from .housekeeping import delete_jobs, delete_uploads, media_path, purge
 from .intake import MAX_BATCH_FILES, cancel, check_quota, create_batch, create_job, plan, retry, wait_for
@@ -18,5 +19,5 @@ __all__ = [
     "create_batch", "create_job", "delete_jobs", "delete_uploads", "health", "media_path", "models_listing",
     "plan", "purge", "reap_stale_jobs", "release_idle_models", "rename_speakers", "result_file", "retry", "run_job",
     "stop_running_jobs", "wait_for", "worker_id", "workers_available", "live_unavailable", "check_quota",
-    "create_token", "revoke_token", "set_callback", "share", "unshare",
+    "create_token", "revoke_token", "set_callback", "share", "unshare", "detect_language",
 ]

@@ -14,7 +14,7 @@ from django.core.files.uploadedfile import UploadedFile
 from django.db import transaction
 from django.utils.translation import gettext as _
 
-from .. import audio, engines, modelstore
+from .. import audio, engines, metrics, modelstore
 from ..engines import DecodeOptions, EngineUnavailable
 from ..models import Account, Batch, Job, TransitionError, Upload
 from ..schemas import TranscribeOptions
@@ -286,7 +286,9 @@ def create_job(uploaded: UploadedFile, options: TranscribeOptions, enqueue: bool
         try:
             check_quota(quota_owner, jobs=1, seconds=stored.probe.duration or 0.0)
             with transaction.atomic():
-                return _queue(stored.record(owner), chosen, stored.job_id, enqueue=enqueue)
+                job = _queue(stored.record(owner), chosen, stored.job_id, enqueue=enqueue)
+            metrics.upload_accepted(job.upload.size)
+            return job
         except BaseException:
             stored.path.unlink(missing_ok=True)
             raise
@@ -355,6 +357,7 @@ def create_batch(files: list[UploadedFile], options: TranscribeOptions, owner=No
         for item in stored:
             item.path.unlink(missing_ok=True)
         raise
+    metrics.upload_accepted(sum(item.path.stat().st_size for item in stored))
     log.info("batch=%s event=queued files=%d", batch.id, len(stored))
     return batch
 

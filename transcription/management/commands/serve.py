@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from django.conf import settings
 from django.core.management.base import BaseCommand
@@ -37,6 +38,14 @@ def web_command(host: str, port: str) -> list[str]:
             "--timeout-graceful-shutdown", "5", "--no-server-header"]
 
 
+def _fresh_metrics() -> None:
+    """Counters start from zero with the service: the files of processes gone since its last start
+    (prometheus_client keeps one set per process) would otherwise pile up and slow every scrape."""
+    folder = Path(settings.METRICS_DIR)
+    for old in folder.glob("*.db") if folder.is_dir() else ():
+        old.unlink(missing_ok=True)
+
+
 class Command(BaseCommand):
     help = ("Run the whole service in one terminal: the web server (uvicorn: pages, API, live WebSocket), a"
             " job worker (run_huey) and a live worker (run_live). Ctrl-C stops all three.")
@@ -50,6 +59,7 @@ class Command(BaseCommand):
         manage = [sys.executable, os.path.abspath(sys.argv[0])]
         start = dict(preexec_fn=_child_setup, process_group=0)
         host, _, port = addrport.rpartition(":")
+        _fresh_metrics()
         worker = subprocess.Popen([*manage, "run_huey", "--workers", str(workers)], **start)
         live = subprocess.Popen([*manage, "run_live"], **start)
         web = subprocess.Popen(web_command(host or "127.0.0.1", port), **start)
