@@ -479,6 +479,8 @@ def test_the_upload_page_sends_an_address_and_shows_a_refusal(pages, service, cl
     page.select_option("#id_model", "tiny.en")
     page.select_option("#id_language", "en")
     page.fill("#url", server.url("/jfk.mp3"))
+    page.press("#id_num_speakers", "Enter")  # the form's implicit submission: not a request to fetch
+    assert page.locator(".upload-row").count() == 0 and page.get_attribute("#url", "aria-invalid") is None
     page.click("#url-send")
     page.wait_for_function("document.querySelector('.upload-row')?.dataset.jobId")
     row = page.locator(".upload-row").first

@@ -318,9 +318,12 @@
   window.addEventListener("dragover", (e) => e.preventDefault());
   window.addEventListener("drop", (e) => e.preventDefault());
   // The page sends everything itself; without this script the URL button posts the form to the
-  // server's own page (webui:from_url). Enter in an option's field sends nothing.
+  // server's own page (webui:from_url). Enter in an option's field also "clicks" that button (the
+  // form's default one): it sends nothing.
   form.addEventListener("submit", (e) => {
     e.preventDefault();
-    if (e.submitter === urlButton || document.activeElement === urlInput) addUrl();
+    const from = document.activeElement;
+    const inOption = from && from !== urlInput && form.contains(from) && from.matches("input, select, textarea");
+    if (!inOption && (e.submitter === urlButton || from === urlInput)) addUrl();
   });
 })();
