@@ -210,9 +210,11 @@ def transcribe(request: HttpRequest,
     url = (url or "").strip()
     if file is not None and url:
         raise services.ServiceError(422, "send a file or a url, not both", "url")
-    if file is None and not url:
-        raise services.ServiceError(422, "send the audio as a file (field 'file') or the address to fetch it"
-                                         " from (field 'url')", "file")
+    if file is None and not url:  # in a validation error's shape, as when only file existed
+        return error_response(request, 422, "send the audio as a file (field 'file') or the address to fetch it"
+                              " from (field 'url')", "file",
+                              [{"field": "file", "message": "required, unless url is given"},
+                               {"field": "url", "message": "required, unless a file is sent"}])
     owner = access.of_request(request).owner
     if url:
         job = services.create_job_from_url(url, options, owner=owner)
