@@ -260,9 +260,13 @@ AUTH_REQUIRED = envbool("AUTH_REQUIRED", False)
 # waiting or running at once. Unset: no limit. Anonymous use of an open service has none.
 QUOTA_AUDIO_HOURS_PER_DAY = envfloat("QUOTA_AUDIO_HOURS_PER_DAY", 0, low=0) or None
 QUOTA_QUEUED_JOBS = envint("QUOTA_QUEUED_JOBS", 0, low=0) or None
-# Callbacks (callback_url) and, later, files by URL go only to public addresses: loopback, private,
-# link-local (cloud metadata) and other reserved ranges are refused unless this is true.
+# Callbacks (callback_url) and files by URL (url=) go only to public addresses: loopback, private,
+# link-local and other reserved ranges are refused unless this is true; cloud metadata always is.
 ALLOW_PRIVATE_NETWORKS = envbool("ALLOW_PRIVATE_NETWORKS")
+# Files by URL: a server silent this long while connecting or sending is given up on (seconds) ...
+URL_FETCH_TIMEOUT_SECONDS = envfloat("URL_FETCH_TIMEOUT_SECONDS", 30, low=0.5, high=600)
+# ... and so is a whole download (redirects, headers and body) that takes longer than this.
+URL_FETCH_MAX_SECONDS = envfloat("URL_FETCH_MAX_SECONDS", 3600, low=1, high=86400)
 # A callback that fails is tried again after WEBHOOK_RETRY_SECONDS, then twice as long each time,
 # WEBHOOK_MAX_ATTEMPTS tries in all; each waits WEBHOOK_TIMEOUT_SECONDS for the answer.
 WEBHOOK_MAX_ATTEMPTS = envint("WEBHOOK_MAX_ATTEMPTS", 6, low=1, high=20)

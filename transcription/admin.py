@@ -459,8 +459,8 @@ class UploadAdmin(OwnedRows, ReviewOnly, DeletesFiles, admin.ModelAdmin):
     date_hierarchy = "created_at"
     search_fields = ("original_name", "sha256", "jobs__id", "jobs__result__text")
     search_help_text = _("File name, SHA-256, job id, or words of a transcript.")
-    fields = ("original_name", "audio", "stored_path", "size_display", "duration_display", "content_type",
-              "sha256", "created_at")
+    fields = ("original_name", "source_url", "audio", "stored_path", "size_display", "duration_display",
+              "content_type", "sha256", "created_at")
     readonly_fields = fields
     inlines = (JobInline,)
 

@@ -204,12 +204,28 @@ ERRORS = {400: Error, 401: Error, 403: Error, 404: Error, 409: Error, 410: Error
 
 
 @api.post("/transcribe", response={200: TranscribeResult, 202: JobAccepted, **ERRORS},
-          throttle=JOB_THROTTLE, summary="Transcribe or translate an audio/video file")
-def transcribe(request: HttpRequest, file: UploadedFile = File(...),
+          throttle=JOB_THROTTLE, summary="Transcribe or translate an audio/video file, sent or fetched from a URL")
+def transcribe(request: HttpRequest,
+               file: UploadedFile | None = File(None, description="The audio or video file; or give url."),
+               url: str | None = Form(None, max_length=2000, description=(
+                   "Instead of file: an http(s) address the service downloads the file from (public"
+                   " addresses only, redirects checked too; same types and size limit; README: Files by URL).")),
                options: Form[TranscribeOptions] = None):
     _rejected_upload(request)
     options = options or TranscribeOptions()
-    job = services.create_job(file, options, owner=access.of_request(request).owner)
+    url = (url or "").strip()
+    if file is not None and url:
+        raise services.ServiceError(422, "send a file or a url, not both", "url")
+    if file is None and not url:  # in a validation error's shape, as when only file existed
+        return error_response(request, 422, "send the audio as a file (field 'file') or the address to fetch it"
+                              " from (field 'url')", "file",
+                              [{"field": "file", "message": "required, unless url is given"},
+                               {"field": "url", "message": "required, unless a file is sent"}])
+    owner = access.of_request(request).owner
+    if url:
+        job = services.create_job_from_url(url, options, owner=owner)
+    else:
+        job = services.create_job(file, options, owner=owner)
     if options.wait:
         job = services.wait_for(job, settings.TRANSCRIBE_WAIT_SECONDS)
     if job.status == Job.Status.QUEUED and not services.workers_available():

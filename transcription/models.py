@@ -32,6 +32,8 @@ class Upload(models.Model):
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, verbose_name=_("owner"), null=True, blank=True,
                               on_delete=models.SET_NULL, related_name="+",
                               help_text=_("Who sent it; empty: sent anonymously (an open service)."))
+    source_url = models.URLField(_("source URL"), max_length=2000, blank=True,
+                                 help_text=_("The address it was fetched from (url=); empty: uploaded."))
 
     class Meta:
         ordering = ["-created_at"]

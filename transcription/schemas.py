@@ -170,6 +170,8 @@ class JobOut(Schema):
         None, description="While running: seconds of decoding left, from the speed measured so far"
         " (before the first window, from recent jobs of the same model).")
     file: str = Field(alias="upload.original_name")
+    source_url: str | None = Field(None, description="The address the file was fetched from (url=); null:"
+                                   " it was uploaded.")
     model: str
     engine: str
     language: str
@@ -198,6 +200,10 @@ class JobOut(Schema):
     @staticmethod
     def resolve_callback_url(job) -> str | None:
         return job.callback_url or None
+
+    @staticmethod
+    def resolve_source_url(job) -> str | None:
+        return job.upload.source_url or None
 
     @staticmethod
     def resolve_result(job) -> dict | None:

@@ -55,8 +55,8 @@ def human_size(n: int) -> str:
     return str(n)
 
 
-def too_large() -> UploadRejected:
-    return UploadRejected(413, f"file is larger than the {human_size(settings.MAX_UPLOAD_BYTES)} limit")
+def too_large(field: str = "file") -> UploadRejected:
+    return UploadRejected(413, f"file is larger than the {human_size(settings.MAX_UPLOAD_BYTES)} limit", field)
 
 
 def safe_name(name: str, max_length: int = 100) -> str:

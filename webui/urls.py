@@ -7,6 +7,7 @@ app_name = "webui"
 
 urlpatterns = [
     path("", views.index, name="index"),
+    path("from-url", views.from_url, name="from_url"),
     path("live", views.live, name="live"),
     path("jobs/", views.history, name="history"),
     path("jobs/<uuid:job_id>/", views.job_page, name="job"),

@@ -21,6 +21,7 @@ from django.views.decorators.http import require_POST, require_safe
 from transcription import formats, services
 from transcription import selectors as reads
 from transcription import access
+from transcription.auth import JOB_THROTTLE
 from transcription.models import Job
 from transcription.uploads import ALLOWED_EXTENSIONS
 
@@ -61,6 +62,9 @@ def js_strings() -> dict[str, str]:
         "too_large": _("%(name)s is %(size)s, over the %(limit)s limit."),
         "empty": _("%(name)s is empty."),
         "network_error": _("The upload was interrupted (connection closed). Over the size limit?"),
+        "fetching": _("Fetching"), "fetching_detail": _("The server is downloading the file…"),
+        "fetched": _("Fetched by the server"), "bad_url": _("Give an http:// or https:// address."),
+        "network_error_url": _("The connection to the server was lost while it fetched the file."),
         "server_error": _("The server answered %(status)s."),
         "elapsed": _("elapsed %(time)s"), "eta": _("about %(time)s left"),
         "of": _("%(done)s of %(total)s"), "open": _("Open"), "cancel": _("Cancel"),
@@ -98,18 +102,54 @@ def js_strings() -> dict[str, str]:
     }
 
 
-@require_safe
-@with_actor
-def index(request: HttpRequest) -> HttpResponse:
-    return render(request, "webui/index.html", {
-        "form": OptionsForm(),
+def _index_context(form: OptionsForm | None = None, url: str = "", url_error: str = "") -> dict:
+    return {
+        "form": form or OptionsForm(),
         "accept": ",".join(ALLOWED_EXTENSIONS),
         "extensions": ", ".join(ALLOWED_EXTENSIONS),
         "max_bytes": settings.MAX_UPLOAD_BYTES,
         "max_size": filesize(settings.MAX_UPLOAD_BYTES),
         "js_strings": js_strings(),
         "no_worker": not services.workers_available(),
-    })
+        "url": url,
+        "url_error": url_error,
+    }
+
+
+@require_safe
+@with_actor
+def index(request: HttpRequest) -> HttpResponse:
+    return render(request, "webui/index.html", _index_context())
+
+
+@require_POST
+@with_actor
+def from_url(request: HttpRequest) -> HttpResponse:
+    """The upload page's "From a URL" without JavaScript (its script sends the address to the API,
+    POST /transcribe, instead): a job for the file at the address, or the page again saying why not."""
+    form = OptionsForm(request.POST)
+    url = request.POST.get("url", "").strip()
+    status, url_error, valid = 422, "", form.is_valid()
+    if not all(throttle.allow_request(request) for throttle in JOB_THROTTLE):
+        status, url_error = 429, _("Too many new jobs (JOB_RATE_LIMIT): try again in a minute.")
+    elif not url:
+        url_error = _("Give the http:// or https:// address of an audio or video file.")
+    elif valid:
+        try:
+            job = services.create_job_from_url(url, form.options(), owner=request.actor.owner)
+        except pydantic.ValidationError as exc:
+            form.add_schema_errors(exc)
+        except services.ServiceError as exc:
+            status = exc.status
+            if exc.field in form.fields:
+                form.add_error(exc.field, exc.message)
+            else:
+                url_error = exc.message
+        else:
+            return redirect("webui:job", job_id=job.id)
+    if url_error:
+        form.add_error(None, url_error)
+    return render(request, "webui/index.html", _index_context(form, url, url_error), status=status)
 
 
 @require_safe

@@ -16,10 +16,11 @@ from django.utils.translation import gettext as _
 
 from .. import audio, engines, metrics, modelstore
 from ..engines import DecodeOptions, EngineUnavailable
+from ..fetch import downloaded
 from ..models import Account, Batch, Job, TransitionError, Upload
 from ..schemas import TranscribeOptions
 from ..spec import JobSpec
-from ..uploads import check_extension, safe_name, shown_name
+from ..uploads import UploadRejected, check_extension, safe_name, shown_name
 from .base import ServiceError, enqueue_job, log
 from .recovery import workers_available
 
@@ -229,10 +230,11 @@ class _Stored:
     sha256: str
     content_type: str
 
-    def record(self, owner=None) -> Upload:
+    def record(self, owner=None, source_url: str = "") -> Upload:
         return Upload.objects.create(
             original_name=self.name[:255], stored_path=self.rel, size=self.path.stat().st_size,
             content_type=self.content_type[:100], sha256=self.sha256, duration=self.probe.duration, owner=owner,
+            source_url=source_url,
         )
 
 
@@ -266,14 +268,18 @@ def _store(uploaded: UploadedFile, field: str = "file") -> _Stored:
 
 
 def create_job(uploaded: UploadedFile, options: TranscribeOptions, enqueue: bool = True,
-               known_voices: list[tuple[str, bytes]] = (), owner=None, within_quota: bool = True) -> Job:
+               known_voices: list[tuple[str, bytes]] = (), owner=None, within_quota: bool = True,
+               source_url: str = "") -> Job:
     """Validate the file and the options, store the upload, and queue a job for it.
 
     With enqueue=False the job is only recorded: the caller runs it itself (run_job).
     `known_voices`: (name, audio bytes) samples that name the speakers they match (diarize).
     `owner`: the user it belongs to (None: anonymous, or the service itself); `within_quota=False`
-    for a live session's recording, whose quota was checked when it opened (it is not lost)."""
-    _check_file(uploaded)
+    for a live session's recording, whose quota was checked when it opened (it is not lost).
+    `source_url`: the address the file was fetched from (create_job_from_url); refusals of the
+    file then name the url field."""
+    field = "url" if source_url else "file"
+    _check_file(uploaded, field)
     chosen = plan(options, owner)
     quota_owner = owner if within_quota else None
     check_quota(quota_owner, jobs=1)
@@ -282,12 +288,12 @@ def create_job(uploaded: UploadedFile, options: TranscribeOptions, enqueue: bool
         if voices:
             speakers = chosen.spec.speakers.model_copy(update={"known": tuple(voices)})
             chosen = replace(chosen, spec=chosen.spec.model_copy(update={"speakers": speakers}))
-        stored = _store(uploaded)
+        stored = _store(uploaded, field)
         try:
             check_quota(quota_owner, jobs=1, seconds=stored.probe.duration or 0.0)
             with transaction.atomic():
-                job = _queue(stored.record(owner), chosen, stored.job_id, enqueue=enqueue)
-            metrics.upload_accepted(job.upload.size)
+                job = _queue(stored.record(owner, source_url), chosen, stored.job_id, enqueue=enqueue)
+            metrics.upload_accepted(job.upload.size, via="url" if source_url else "upload")
             return job
         except BaseException:
             stored.path.unlink(missing_ok=True)
@@ -296,6 +302,19 @@ def create_job(uploaded: UploadedFile, options: TranscribeOptions, enqueue: bool
         for voice in voices:
             media(voice.file).unlink(missing_ok=True)
         raise
+
+
+def create_job_from_url(url: str, options: TranscribeOptions, owner=None) -> Job:
+    """Fetch the file at `url` (fetch.downloaded: public addresses only, capped, timed) and make it
+    a job as create_job makes an uploaded one, keeping the address on its upload."""
+    # What can be refused without the file is refused before a download that may take an hour.
+    plan(options, owner)
+    check_quota(owner, jobs=1)
+    try:
+        with downloaded(url) as uploaded:
+            return create_job(uploaded, options, owner=owner, source_url=url.strip())
+    except UploadRejected as exc:
+        raise ServiceError(exc.status, exc.message, exc.field) from None
 
 
 VOICE_SECONDS = (1.0, 30.0)  # a known voice's sample: long enough to embed, short enough to be one voice

@@ -1,5 +1,6 @@
 /* The upload page: drop or pick files, check them, send each to POST /transcribe (wait=false)
-   with upload progress, then follow its job through GET /job/{id} until it is final. */
+   with upload progress, then follow its job through GET /job/{id} until it is final. An address
+   given "From a URL" goes the same way as url=, the server downloading the file. */
 (function () {
   "use strict";
   const { t, humanSize, noteServerDate, timing, csrfToken } = window.STT;
@@ -10,6 +11,8 @@
   const card = document.getElementById("uploads-card");
   const template = document.getElementById("row-template");
   const pickerErrors = document.getElementById("picker-errors");
+  const urlInput = document.getElementById("url");
+  const urlButton = document.getElementById("url-send");
   const maxBytes = Number(form.dataset.maxBytes);
   const allowed = form.dataset.extensions.split(",");
   const POLL_MS = 700;
@@ -37,7 +40,7 @@
   function options() {
     const data = new FormData();
     for (const el of form.elements) {
-      if (!el.name || el.name === "csrfmiddlewaretoken" || el.type === "file") continue;
+      if (!el.name || el.name === "csrfmiddlewaretoken" || el.name === "url" || el.type === "file") continue;
       if (el.type === "checkbox") data.append(el.name, el.checked ? "true" : "false");
       else if (el.value.trim() !== "") data.append(el.name, el.value.trim());
     }
@@ -95,15 +98,18 @@
     }
   }
 
+  /* One file's row, or one address's (a file the server fetches): `source` is a File or a URL. */
   class Row {
-    constructor(file) {
-      this.file = file;
+    constructor(source) {
+      this.file = typeof source === "string" ? null : source;
+      this.url = this.file ? null : source;
+      this.name = this.file ? this.file.name : this.url;
       this.li = template.content.firstElementChild.cloneNode(true);
       this.q = (sel) => this.li.querySelector(sel);
-      this.q(".name").textContent = file.name;
+      this.q(".name").textContent = this.name;
       this.bar = this.q(".progress-bar");
       this.progress = this.q(".progress");
-      this.progress.setAttribute("aria-label", file.name);
+      this.progress.setAttribute("aria-label", this.name);
       this.q(".open").textContent = t("open");
       this.cancelButton = this.q(".cancel");
       this.cancelButton.textContent = t("cancel");
@@ -115,13 +121,13 @@
     status(key) {
       if (this.li.dataset.status !== key && key !== "waiting") {
         // Screen readers hear each change of state, not every percent.
-        document.getElementById("announcer").textContent = this.file.name + ": " + t(key);
+        document.getElementById("announcer").textContent = this.name + ": " + t(key);
       }
       this.li.dataset.status = key;
       const badge = this.q(".status");
       badge.textContent = t(key);
       const colours = { done: "success", failed: "danger", rejected: "danger", cancelled: "warning",
-                        running: "info", uploading: "info" };
+                        running: "info", uploading: "info", fetching: "info" };
       badge.className = "badge status " + (colours[key] || "secondary");
     }
 
@@ -139,18 +145,27 @@
     reject(message) {
       this.status("rejected");
       this.progress.hidden = true;
+      if (this.url) this.detail("");  // no longer "downloading"
       this.error(message);
     }
 
     send(data) {
-      this.status("uploading");
-      this.cancelButton.hidden = false;
-      data.append("file", this.file, this.file.name);
       const xhr = (this.xhr = new XMLHttpRequest());
       xhr.open("POST", form.dataset.api);
       xhr.setRequestHeader("X-CSRFToken", csrfToken());
       xhr.setRequestHeader("Accept", "application/json");
-      xhr.upload.addEventListener("progress", (e) => {
+      if (this.url) {
+        // The server downloads it before answering; leaving would not stop that, so no Cancel
+        // until there is a job to cancel.
+        this.status("fetching");
+        this.detail(t("fetching_detail"));
+        data.append("url", this.url);
+      } else {
+        this.status("uploading");
+        this.cancelButton.hidden = false;
+        data.append("file", this.file, this.file.name);
+      }
+      if (this.file) xhr.upload.addEventListener("progress", (e) => {
         const total = e.lengthComputable ? e.total : this.file.size;
         this.bar_((100 * e.loaded) / total, "upload");
         this.detail(t("uploading") + " " + Math.floor((100 * e.loaded) / total) + " % · " +
@@ -158,7 +173,11 @@
       });
       return new Promise((resolve) => {
         xhr.addEventListener("load", () => { this.received(xhr); resolve(); });
-        xhr.addEventListener("error", () => { this.reject(t("network_error")); this.cancelButton.hidden = true; resolve(); });
+        xhr.addEventListener("error", () => {
+          this.reject(t(this.url ? "network_error_url" : "network_error"));
+          this.cancelButton.hidden = true;
+          resolve();
+        });
         xhr.addEventListener("abort", () => { this.status("cancelled"); this.bar_(0, "failed"); resolve(); });
         xhr.send(data);
       });
@@ -176,7 +195,8 @@
         open.hidden = false;
         this.status("queued");
         this.bar_(0, "");
-        this.detail(t("uploaded") + " " + humanSize(this.file.size));
+        this.detail(this.file ? t("uploaded") + " " + humanSize(this.file.size) : t("fetched"));
+        if (this.url && urlInput.value.trim() === this.url) urlInput.value = "";
         this.poll();
         return;
       }
@@ -255,6 +275,24 @@
     pump();
   }
 
+  /* "From a URL": the address with the options, as a file would go; the server checks it. */
+  function addUrl() {
+    pickerErrors.textContent = "";
+    clearFieldErrors();
+    const url = urlInput.value.trim();
+    if (!/^https?:\/\/\S+$/i.test(url)) {
+      showFieldErrors({ field: "url", detail: t("bad_url") });
+      urlInput.focus();
+      return;
+    }
+    if (!optionsValid()) return;
+    if (!form.elements.model.value) { pickerErrors.textContent = t("no_model"); return; }
+    const row = new Row(url);
+    row.status("waiting");
+    pending.push({ row, data: options() });
+    pump();
+  }
+
   // Leaving the page would abort the uploads still being sent (jobs already sent carry on).
   window.addEventListener("beforeunload", (e) => {
     if (sending) { e.preventDefault(); e.returnValue = ""; }
@@ -279,5 +317,13 @@
   // A file dropped beside the zone must not make the browser navigate away from the page.
   window.addEventListener("dragover", (e) => e.preventDefault());
   window.addEventListener("drop", (e) => e.preventDefault());
-  form.addEventListener("submit", (e) => e.preventDefault());
+  // The page sends everything itself; without this script the URL button posts the form to the
+  // server's own page (webui:from_url). Enter in an option's field also "clicks" that button (the
+  // form's default one): it sends nothing.
+  form.addEventListener("submit", (e) => {
+    e.preventDefault();
+    const from = document.activeElement;
+    const inOption = from && from !== urlInput && form.contains(from) && from.matches("input, select, textarea");
+    if (!inOption && (e.submitter === urlButton || from === urlInput)) addUrl();
+  });
 })();
