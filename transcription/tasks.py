@@ -25,6 +25,15 @@ def detect_language(rel: str, model: str, engine: str) -> dict:
     return detection.run_detection(rel, model, engine)
 
 
+@db_task(retries=0)
+def run_model_task(task_id: str) -> None:
+    """Install, remove or preload a Whisper model (a ModelTask row, asked for on the admin's Models
+    page or through the API)."""
+    from .services import modeltasks
+
+    modeltasks.run_task(task_id)
+
+
 @db_periodic_task(crontab(minute="*"))
 def reap_stale_jobs() -> None:
     """Every minute, on whichever consumer gets it: requeue jobs whose worker died, and send the

@@ -102,6 +102,9 @@ class Engine(Protocol):
     def is_loaded(self, model_dir: Path) -> bool:
         """Whether this worker process already holds the model in memory."""
 
+    def preload(self, model_dir: Path) -> None:
+        """Load the model into this process's cache now, so the next job does not wait for it."""
+
     def transcribe(
         self,
         model_dir: Path,

@@ -45,6 +45,23 @@ class ModelCache:
         with self._lock:
             return list(self._entries)
 
+    def last_used(self) -> dict[Hashable, float]:
+        """Each loaded model's last use as a wall-clock time (time.time()), for people to read."""
+        with self._lock:
+            now, wall = self._clock(), time.time()
+            return {key: wall - (now - entry.last_used) for key, entry in self._entries.items()}
+
+    def release_where(self, gone: Callable[[Hashable], bool]) -> int:
+        """Drop the idle models for which `gone(key)` is true (their files were removed); one in
+        use stays until its job ends. Returns how many went."""
+        with self._lock:
+            dropped = [(k, e) for k, e in self._entries.items() if e.users == 0 and gone(k)]
+            for key, _ in dropped:
+                del self._entries[key]
+        count = len(dropped)
+        self._release(dropped)
+        return count
+
     @contextmanager
     def use(self, key: Hashable, load: Callable[[], object],
             release: Callable[[object], None] = lambda model: None) -> Iterator[object]:

@@ -112,6 +112,12 @@ class CTranslate2Engine:
         faster_whisper.transcribe.tqdm = _WindowProgress
         return model
 
+    def preload(self, model_dir: Path) -> None:
+        plan = _plan()
+        key = self._key(model_dir, plan)
+        with self.cache.use(key, lambda: self._load(model_dir, key[2], key[3])):
+            pass
+
     def transcribe(
         self, model_dir: Path, audio: np.ndarray, options: DecodeOptions, progress: ProgressCallback,
         on_segments: SegmentsCallback | None = None,

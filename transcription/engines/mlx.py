@@ -112,6 +112,11 @@ class MLXEngine:
             module.ModelHolder.model = module.ModelHolder.model_path = None
         mx.clear_cache()
 
+    def preload(self, model_dir: Path) -> None:
+        key = (self.name, str(model_dir), self._dtype_name())
+        with _lock, self.cache.use(key, lambda: self._load(model_dir, key[2]), self._release):
+            pass
+
     def transcribe(
         self, model_dir: Path, audio: np.ndarray, options: DecodeOptions, progress: ProgressCallback,
         on_segments: SegmentsCallback | None = None,

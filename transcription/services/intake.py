@@ -17,7 +17,7 @@ from django.utils.translation import gettext as _
 from .. import audio, engines, metrics, modelstore
 from ..engines import DecodeOptions, EngineUnavailable
 from ..fetch import downloaded
-from ..models import Account, Batch, Job, TransitionError, Upload
+from ..models import Account, Batch, Job, ModelTask, TransitionError, Upload
 from ..schemas import TranscribeOptions
 from ..spec import JobSpec
 from ..uploads import UploadRejected, check_extension, safe_name, shown_name
@@ -179,7 +179,11 @@ def _model(requested: str | None) -> str:
                                 f" (known: {', '.join(modelstore.NAMES)})", "model")
     if name not in installed:
         raise ServiceError(422, f"model {name!r} is not installed; installed models: {', '.join(installed) or 'none'}."
-                                f" Install it with: python manage.py install_model {name}", "model")
+                                f" Install it on the admin's Models page, with POST /models/{name}/install, or with:"
+                                f" python manage.py install_model {name}", "model")
+    removal = ModelTask.objects.pending().filter(model_name=name, action=ModelTask.Action.REMOVE).first()
+    if removal is not None:  # a job queued now would find its model gone
+        raise ServiceError(409, f"model {name!r} is being removed (task {removal.id}); choose another model", "model")
     return name
 
 

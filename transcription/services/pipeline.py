@@ -7,7 +7,7 @@ import shutil
 import tempfile
 import time
 from dataclasses import replace
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from django.conf import settings
@@ -281,5 +281,18 @@ def _write_text(job: Job, result: dict) -> str:
 
 
 def release_idle_models() -> int:
-    """Models this process has not used for WHISPER_MODEL_TTL go (see engines/cache.py)."""
-    return engines.models.release_idle()
+    """Models this process has not used for WHISPER_MODEL_TTL go (see engines/cache.py), and so do
+    idle ones whose folder was removed (the Models page, DELETE /models/{name}) on any machine."""
+    removed = engines.models.release_where(lambda key: not Path(key[1]).is_dir())
+    return engines.models.release_idle() + removed
+
+
+def loaded_models() -> list[dict]:
+    """What this process's model cache holds, as Worker.loaded_models keeps it."""
+    loaded = []
+    for key, last_used in engines.models.last_used().items():
+        name = modelstore.name_of(key[1])
+        if name is not None:
+            loaded.append({"name": name, "engine": key[0],
+                           "last_used": datetime.fromtimestamp(last_used, UTC).isoformat()})
+    return sorted(loaded, key=lambda item: (item["name"], item["engine"]))

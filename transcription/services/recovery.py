@@ -18,6 +18,7 @@ from django.utils import timezone
 
 from ..models import Job, TransitionError, Worker
 from .base import ServiceError, enqueue_job, log, worker_id
+from .modeltasks import fail_orphan_model_tasks, reenqueue_lost_model_tasks
 
 
 class Heartbeat:
@@ -85,10 +86,12 @@ class WorkerPresence:
             connection.close()
 
     def beat(self) -> None:
+        from .pipeline import loaded_models  # pipeline imports this module
+
         host, _, pid = self.name.rpartition(":")
         Worker.objects.update_or_create(name=self.name, defaults={
             "host": host[:100], "pid": int(pid), "threads": self.threads, "queue": self.queue[:100],
-            "seen_at": timezone.now()})
+            "seen_at": timezone.now(), "loaded_models": loaded_models()})
 
     def _tick(self) -> None:
         self.beat()  # three missed in a row make the worker look gone
@@ -144,6 +147,8 @@ def reap_stale_jobs() -> dict[str, int]:
                 log.warning("job=%s event=requeued reason=stale_heartbeat worker=%s attempts=%d",
                             job.id, job.worker, job.attempts)
     counts["reenqueued"] = _reenqueue_lost_tasks()
+    fail_orphan_model_tasks()  # installs, removals and preloads whose worker died; logged there
+    reenqueue_lost_model_tasks()
     _remove_orphan_workdirs()
     return counts
 
