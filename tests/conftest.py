@@ -25,6 +25,17 @@ _RUN_POINTERS = ("HUEY_SQLITE_PATH", "LIVE_HUEY_SQLITE_PATH", "HUEY_IMMEDIATE", 
                  "REDIS_URL", "DATABASE_URL", "MEDIA_ROOT", "TEST_DATABASE_PATH")
 
 
+@pytest.fixture(autouse=True)
+def _default_language_after_each_test():
+    """A request through the test client in Russian leaves Russian active in the test's thread (the
+    locale middleware activates it; nothing in-process deactivates it); a later test of a command
+    would then read Russian. Each test starts as a process does: in LANGUAGE_CODE."""
+    yield
+    from django.utils import translation
+
+    translation.deactivate()
+
+
 def deployment_env(data_dir: Path, **overrides: str) -> dict[str, str]:
     """Environment for a separate deployment (web, worker, CLI) whose every file is in data_dir."""
     env = {k: v for k, v in os.environ.items() if k not in _RUN_POINTERS}
