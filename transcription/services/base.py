@@ -41,3 +41,30 @@ def enqueue_job(job: Job) -> None:
             pass
         log.error("job=%s event=enqueue_failed reason=%r", job.id, reason)
         raise ServiceError(503, f"{reason}; try again later") from None
+
+
+def enqueue_lost(waiting: list, enqueue, label: str) -> int:
+    """Hand each row of `waiting` (queued rows, of jobs or model tasks, old enough that an enqueue
+    about to happen is not doubled) to the queue again unless the queue still holds its task;
+    `enqueue` fails the row and raises ServiceError when the queue is down. Returns how many."""
+    from huey.contrib.djhuey import HUEY
+
+    if not waiting:
+        return 0
+    try:
+        pending = {str(entry.args[0]) for entry in HUEY.pending() if entry.args}
+    except Exception as exc:  # the queue is down: nothing can be enqueued now; next round
+        skipped = "reenqueue_skipped" if label == "job" else f"{label}_reenqueue_skipped"
+        log.warning("event=%s reason=%r", skipped, f"{type(exc).__name__}: {exc}"[:200])
+        return 0
+    count = 0
+    for row in waiting:
+        if str(row.pk) in pending:
+            continue
+        try:
+            enqueue(row)
+        except ServiceError:
+            continue  # enqueue failed the row with the reason and logged it
+        count += 1
+        log.warning("%s=%s event=reenqueued reason=task_lost", label, row.pk)
+    return count

@@ -22,7 +22,7 @@ from django.utils.translation import gettext_noop
 from .. import engines, modelstore
 from ..ct2convert import ConversionError
 from ..models import Job, ModelTask, TransitionError, Worker
-from .base import ServiceError, log, worker_id
+from .base import ServiceError, enqueue_lost, log, worker_id
 
 LOADING = gettext_noop("loading into memory")
 CHECKING = gettext_noop("checking that no job needs it")
@@ -284,28 +284,9 @@ def reenqueue_lost_model_tasks() -> int:
     """Queued tasks whose queue entry was lost (a Redis restarted without persistence, a deleted
     queue file) are handed to the queue again once they have waited JOB_STALE_SECONDS, as jobs are
     (recovery._reenqueue_lost_tasks); a doubled entry is harmless, only one run can start a task."""
-    from huey.contrib.djhuey import HUEY
-
     cutoff = timezone.now() - timedelta(seconds=settings.JOB_STALE_SECONDS)
     waiting = list(ModelTask.objects.filter(status=ModelTask.Status.QUEUED, created_at__lt=cutoff))
-    if not waiting:
-        return 0
-    try:
-        pending = {str(entry.args[0]) for entry in HUEY.pending() if entry.args}
-    except Exception as exc:  # the queue is down: nothing can be enqueued now; next round
-        log.warning("event=model_task_reenqueue_skipped reason=%r", f"{type(exc).__name__}: {exc}"[:200])
-        return 0
-    count = 0
-    for task in waiting:
-        if str(task.pk) in pending:
-            continue
-        try:
-            _enqueue(task)
-        except ServiceError:
-            continue  # _enqueue failed the task with the reason and logged it
-        count += 1
-        log.warning("model_task=%s event=reenqueued reason=task_lost", task.id)
-    return count
+    return enqueue_lost(waiting, _enqueue, "model_task")
 
 
 # --- reading (the Models page) ---------------------------------------------------------------------

@@ -17,7 +17,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from ..models import Job, TransitionError, Worker
-from .base import ServiceError, enqueue_job, log, worker_id
+from .base import ServiceError, enqueue_job, enqueue_lost, log, worker_id
 from .modeltasks import fail_orphan_model_tasks, reenqueue_lost_model_tasks
 
 
@@ -159,28 +159,9 @@ def _reenqueue_lost_tasks() -> int:
     consumer takes the task and finds no such job) would otherwise leave them queued for ever.
     Only jobs queued for JOB_STALE_SECONDS count, so an enqueue about to happen is not doubled;
     a doubled task would be harmless anyway (only one run can start a job)."""
-    from huey.contrib.djhuey import HUEY
-
     cutoff = timezone.now() - timedelta(seconds=settings.JOB_STALE_SECONDS)
     waiting = list(Job.objects.filter(status=Job.Status.QUEUED, created_at__lt=cutoff))
-    if not waiting:
-        return 0
-    try:
-        pending = {str(task.args[0]) for task in HUEY.pending() if task.args}
-    except Exception as exc:  # the queue is down: nothing can be enqueued now; next round
-        log.warning("event=reenqueue_skipped reason=%r", f"{type(exc).__name__}: {exc}"[:200])
-        return 0
-    count = 0
-    for job in waiting:
-        if str(job.pk) in pending:
-            continue
-        try:
-            enqueue_job(job)
-        except ServiceError:
-            continue  # enqueue_job failed the job with the reason and logged it
-        count += 1
-        log.warning("job=%s event=reenqueued reason=task_lost", job.id)
-    return count
+    return enqueue_lost(waiting, enqueue_job, "job")
 
 
 def _remove_orphan_workdirs() -> None:
