@@ -93,6 +93,60 @@ def test_progress_callback_can_cancel_an_engine(jfk_samples):
             modelstore.engine_dir("base", "ctranslate2"), long_audio, DecodeOptions(language="en"), stop)
 
 
+# A compression-ratio threshold no text meets: every window is judged repetitive and decoded again
+# at every temperature, the slowest a window gets (six model calls).
+ALWAYS_FALLS_BACK = dict(language="en", compression_ratio_threshold=0.1, logprob_threshold=None)
+
+
+def _stop_after(calls: list, n: int):
+    def progress(_fraction):
+        if len(calls) >= n:
+            raise engines.Cancelled()
+    return progress
+
+
+@pytest.mark.parametrize("batch_size", [1, 8])
+def test_a_cancel_waits_for_one_ctranslate2_call_not_for_a_windows_fallbacks(jfk_samples, monkeypatch,
+                                                                              batch_size):
+    from transcription.engines import ctranslate2
+
+    calls = []
+    generate = ctranslate2._Checkpointed.generate
+
+    def counted(self, *args, **kwargs):
+        result = generate(self, *args, **kwargs)
+        calls.append(len(result))  # a finished call, and how many windows it decoded
+        return result
+
+    monkeypatch.setattr(ctranslate2._Checkpointed, "generate", counted)
+    options = DecodeOptions(batch_size=batch_size, **ALWAYS_FALLS_BACK)
+    with pytest.raises(engines.Cancelled):
+        engines.get_engine("ctranslate2").transcribe(
+            modelstore.engine_dir("base", "ctranslate2"), np.concatenate([jfk_samples] * 2), options,
+            _stop_after(calls, 2))
+    # sequential: two temperatures tried, then the checkpoint before the third stopped it;
+    # batched: the batch, a window's first try alone, then the checkpoint before its second
+    assert len(calls) == 2, calls
+
+
+def test_a_cancel_waits_for_one_mlx_decode_not_for_a_windows_fallbacks(jfk_samples, monkeypatch):
+    from mlx_whisper.whisper import Whisper
+
+    calls = []
+    decode = Whisper.decode
+
+    def counted(*args, **kwargs):
+        result = decode(*args, **kwargs)
+        calls.append(1)
+        return result
+
+    monkeypatch.setattr(Whisper, "decode", counted)
+    with pytest.raises(engines.Cancelled):
+        engines.get_engine("mlx").transcribe(modelstore.engine_dir("tiny.en", "mlx"), jfk_samples,
+                                             DecodeOptions(**ALWAYS_FALLS_BACK), _stop_after(calls, 2))
+    assert len(calls) == 2, calls
+
+
 def test_mlx_engine_transcribes_tiny_en_with_word_timestamps(jfk_samples):
     engine = engines.get_engine("mlx")
     path = modelstore.engine_dir("tiny.en", "mlx")

@@ -58,9 +58,25 @@ class _ProgressBar:
 
     def update(self, n: int = 1) -> None:
         self.done += n
-        callback = _progress.get("callback")
-        if callback is not None:
-            callback(min(1.0, self.done / self.total))
+        _progress["fraction"] = min(1.0, self.done / self.total)
+        _checkpoint()
+
+
+def _checkpoint() -> None:
+    callback = _progress.get("callback")
+    if callback is not None:
+        callback(_progress.get("fraction", 0.0))
+
+
+def _checkpointed(decode):
+    """mlx-whisper's `Whisper.decode` with a checkpoint before it: its loop calls it once per
+    temperature tried, so a cancel waits for one decode, not for a window's every fallback."""
+    def decode_after_checkpoint(*args, **kwargs):
+        _checkpoint()
+        return decode(*args, **kwargs)
+
+    decode_after_checkpoint.checkpointed = True
+    return decode_after_checkpoint
 
 
 class MLXEngine:
@@ -131,7 +147,7 @@ class MLXEngine:
             batch_size = options.batch_size or settings.WHISPER_BATCH_SIZE or 8
             if settings.WHISPER_MLX_BATCHED and batch_size > 1:
                 decoder = MLXBatched(model, audio, replace(options, batch_size=batch_size), progress,
-                                     lambda part, opts: self._sequential(module, model_dir, part, opts, lambda f: None),
+                                     lambda part, opts, report: self._sequential(module, model_dir, part, opts, report),
                                      on_segments)
                 return decoder.run()
             transcript = self._sequential(module, model_dir, audio, options, progress)
@@ -156,9 +172,13 @@ class MLXEngine:
                     progress: ProgressCallback) -> Transcript:
         """mlx-whisper's own loop, each window where the last one's text ended."""
         module.tqdm = SimpleNamespace(tqdm=_ProgressBar)
+        whisper = importlib.import_module("mlx_whisper.whisper").Whisper
+        if not getattr(whisper.decode, "checkpointed", False):
+            whisper.decode = _checkpointed(whisper.decode)
         # The same spectrogram, computed a stretch at a time (bounded memory on long files).
         module.log_mel_spectrogram = melspec.mlx_log_mel
-        _progress["callback"] = progress
+        saved = dict(_progress)  # a window decoded alone inside batched decoding: restore the outer
+        _progress.update(callback=progress, fraction=0.0)
         try:
             progress(0.0)
             decode = {}
@@ -188,7 +208,8 @@ class MLXEngine:
                 **decode,
             )
         finally:
-            _progress.pop("callback", None)
+            _progress.clear()
+            _progress.update(saved)
         progress(1.0)
         segments = []
         for raw in result.get("segments", []):
@@ -274,5 +295,5 @@ class MLXBatched(streams.StreamDecoder):
 
     def alone(self, window: windows.Window) -> list[Segment]:
         options = replace(self.options, language=self.language, batch_size=1)
-        part = self.sequential(self.audio[window.start:window.end], options)
+        part = self.sequential(self.audio[window.start:window.end], options, self.checkpoint)
         return [seg.shifted(window.start / windows.SAMPLE_RATE) for seg in part.segments]

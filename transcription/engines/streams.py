@@ -87,8 +87,15 @@ class StreamDecoder:
 
     def __init__(self, audio: np.ndarray, options: DecodeOptions, progress: ProgressCallback,
                  on_segments: SegmentsCallback | None = None) -> None:
-        self.audio, self.options, self.progress = audio, options, progress
+        self.audio, self.options = audio, options
         self.on_segments = on_segments
+        self.fraction = 0.0  # last reported: a checkpoint inside a model call reports it again
+
+        def report(fraction: float) -> None:
+            self.fraction = fraction
+            progress(fraction)
+
+        self.progress = report
         self.windows = 0  # decoded, for the log and the benchmark
         self.cut_short = 0
         self.language = options.language
@@ -114,6 +121,12 @@ class StreamDecoder:
     @property
     def multilingual(self) -> bool:
         return True
+
+    def checkpoint(self, _fraction: float | None = None) -> None:
+        """Where the job may be cancelled or handed back between two model calls: the engine
+        calls it inside `decode` and `alone`, so a stop waits for one call, not for a whole
+        window's fallbacks. Takes (and ignores) a fraction, to stand in for a progress callback."""
+        self.progress(self.fraction)
 
     # --- the streams ---
 
