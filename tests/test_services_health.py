@@ -137,6 +137,18 @@ def test_a_dependency_that_is_down_gives_503_with_a_clear_message(tmp_path, clip
         assert resp.status_code == 503, resp.text
         assert ("database is unavailable" if check == "database" else "queue is unavailable") in resp.json()["detail"]
         assert "Traceback" not in resp.text
+        if check == "queue":  # a model install is refused alike, and its task left failed, not queued
+            def manage(*args: str) -> str:
+                return subprocess.run([sys.executable, str(REPO / "manage.py"), *args], check=True, text=True,
+                                      capture_output=True, env={**env, "DJANGO_SUPERUSER_PASSWORD": "ops-pw-1"}).stdout
+            manage("createsuperuser", "--noinput", "--username", "ops", "--email", "ops@example.com")
+            key = manage("create_token", "ops", "--name", "ops").strip()
+            install = requests.post(f"http://127.0.0.1:{port}/models/tiny.en/install", json={"source": "package"},
+                                    headers={"Authorization": f"Bearer {key}"}, timeout=30)
+            assert install.status_code == 503 and "queue is unavailable" in install.json()["detail"], install.text
+            statuses = manage("shell", "-v", "0", "-c", "from transcription.models import ModelTask;"
+                              "print(list(ModelTask.objects.values_list('status', flat=True)))")
+            assert statuses.strip() == "['failed']", statuses
     finally:
         proc.terminate()
         proc.wait(timeout=10)

@@ -27,20 +27,25 @@ def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def enqueue_job(job: Job) -> None:
-    """Hand a committed job to Huey; if the queue is down, the job fails and the caller gets 503."""
-    from ..tasks import transcribe_job
-
+def enqueue_or_fail(row, task, label: str, fail) -> None:
+    """Hand a committed row (a job or a model task) to its Huey `task`; if the queue is down,
+    `fail(reason)` ends the row as failed and the caller gets 503."""
     try:
-        transcribe_job(str(job.id))
+        task(str(row.id))
     except Exception as exc:  # Redis/SQLite errors of many classes: all mean "queue unavailable"
         reason = f"the job queue is unavailable ({type(exc).__name__}: {str(exc)[:200]})"
         try:
-            job.fail(reason, Job.ErrorCode.QUEUE_UNAVAILABLE)
+            fail(reason)
         except TransitionError:
             pass
-        log.error("job=%s event=enqueue_failed reason=%r", job.id, reason)
+        log.error("%s=%s event=enqueue_failed reason=%r", label, row.id, reason)
         raise ServiceError(503, f"{reason}; try again later") from None
+
+
+def enqueue_job(job: Job) -> None:
+    from ..tasks import transcribe_job
+
+    enqueue_or_fail(job, transcribe_job, "job", lambda reason: job.fail(reason, Job.ErrorCode.QUEUE_UNAVAILABLE))
 
 
 def enqueue_lost(waiting: list, enqueue, label: str) -> int:

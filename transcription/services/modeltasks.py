@@ -22,7 +22,7 @@ from django.utils.translation import gettext_noop
 from .. import engines, modelstore
 from ..ct2convert import ConversionError
 from ..models import Job, ModelTask, TransitionError, Worker
-from .base import ServiceError, enqueue_lost, log, worker_id
+from .base import ServiceError, enqueue_lost, enqueue_or_fail, log, worker_id
 
 LOADING = gettext_noop("loading into memory")
 CHECKING = gettext_noop("checking that no job needs it")
@@ -134,16 +134,7 @@ def _create(name: str, action: str, requested_by, **fields) -> ModelTask:
 def _enqueue(task: ModelTask) -> None:
     from ..tasks import run_model_task
 
-    try:
-        run_model_task(str(task.id))
-    except Exception as exc:  # Redis/SQLite errors of many classes: all mean "queue unavailable"
-        reason = f"the job queue is unavailable ({type(exc).__name__}: {str(exc)[:200]})"
-        try:
-            task.fail(reason)
-        except TransitionError:
-            pass
-        log.error("model_task=%s event=enqueue_failed reason=%r", task.id, reason)
-        raise ServiceError(503, f"{reason}; try again later") from None
+    enqueue_or_fail(task, run_model_task, "model_task", task.fail)
 
 
 # --- doing (the worker side) -----------------------------------------------------------------------
