@@ -170,6 +170,19 @@ def post_file(base_url: str, path: Path, timeout: float = 600, name: str | None 
                              data=data, timeout=timeout)
 
 
+def until(condition, what: str, timeout: float = 180.0, every: float = 0.1):
+    """Wait for `condition()` to be truthy (polled), and return it; fail naming `what`, with the
+    worker's last log lines."""
+    deadline = time.monotonic() + timeout
+    while not (value := condition()):
+        if time.monotonic() > deadline:
+            log = Path(settings.DATA_DIR) / "worker.log"
+            tail = log.read_text(errors="replace")[-3000:] if log.exists() else ""
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}\n{tail}")
+        time.sleep(every)
+    return value
+
+
 def start_process(args: list[str], log_name: str, **env: str) -> subprocess.Popen:
     """One of this run's own processes (its output in DATA_DIR/<log_name>)."""
     log = open(Path(settings.DATA_DIR) / log_name, "ab")

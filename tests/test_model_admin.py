@@ -10,7 +10,6 @@ from __future__ import annotations
 import re
 import shutil
 import sys
-import time
 import uuid
 from datetime import timedelta
 from pathlib import Path
@@ -25,7 +24,7 @@ from huey.contrib.djhuey import HUEY
 from huey.storage import SqliteStorage
 
 from tests.browser import SIDEWAYS, check_accessible_basics, chromium, pages  # noqa: F401
-from tests.conftest import REPO, _wait_announced, start_process, stop_process
+from tests.conftest import REPO, _wait_announced, start_process, stop_process, until
 from tests.test_webui import make_job
 from transcription import modelstore, services
 from transcription.models import Job, ModelTask, Worker
@@ -101,17 +100,6 @@ def _bearer(user) -> dict:
     return {"Authorization": f"Bearer {key}"}
 
 
-def wait_for(condition, timeout: float = 120, every: float = 0.05, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(every)
-
-
 def follow(base: str, headers: dict, answer: requests.Response, timeout: float = 180) -> tuple[dict, list[dict]]:
     """Poll a model task from its 202 to its end; returns the final state and every state seen."""
     assert answer.status_code == 202, answer.text
@@ -125,7 +113,7 @@ def follow(base: str, headers: dict, answer: requests.Response, timeout: float =
             seen.append(state)
         return state if state["status"] in ("done", "failed") else None
 
-    return wait_for(ended, timeout, what=f"model task {url}"), seen
+    return until(ended, f"model task {url}", timeout, every=0.05), seen
 
 
 def no_leftovers(store: Path) -> None:
@@ -268,13 +256,13 @@ def test_removing_an_unused_model_removes_its_folder_and_jobs_can_no_longer_choo
         row = Worker.objects.filter(pid=model_worker.pid).first()
         return row is not None and "base" in [m.name for m in row.loaded]
 
-    wait_for(holds_base, what="base loaded in the worker")
+    until(holds_base, "base loaded in the worker", 120, every=0.05)
     final, seen = follow(service, auth, requests.delete(f"{service}/models/base", headers=auth, timeout=30))
     assert final["status"] == "done" and final["action"] == "remove", final
     assert not (own_store / "whisper-base").exists() and modelstore.installed_names() == ["tiny.en"]
     no_leftovers(own_store)
-    wait_for(lambda: Worker.objects.filter(pid=model_worker.pid).exists() and not holds_base(),
-             what="the worker to let go of the removed model")
+    until(lambda: Worker.objects.filter(pid=model_worker.pid).exists() and not holds_base(),
+          "the worker to let go of the removed model", 120, every=0.05)
     with open(eval_dir / "jfk.flac", "rb") as fh:
         refused = requests.post(f"{service}/transcribe", headers=auth, files={"file": ("jfk.flac", fh)},
                                 data={"model": "base"}, timeout=60)
@@ -337,8 +325,8 @@ def test_preload_loads_the_model_and_the_worker_row_and_the_page_say_so(service,
     auth = _bearer(_staff())
     final, _ = follow(service, auth, requests.post(f"{service}/models/tiny.en/preload", headers=auth, timeout=30))
     assert final["status"] == "done" and final["engine"] == "ctranslate2", final
-    worker = wait_for(lambda: Worker.objects.filter(pid=model_worker.pid).first(), what="the worker's row")
-    loaded = wait_for(lambda: Worker.objects.get(pk=worker.pk).loaded, what="loaded_models")
+    worker = until(lambda: Worker.objects.filter(pid=model_worker.pid).first(), "the worker's row", 120, every=0.05)
+    loaded = until(lambda: Worker.objects.get(pk=worker.pk).loaded, "loaded_models", 120, every=0.05)
     assert [(m.name, m.engine) for m in loaded] == [("tiny.en", "ctranslate2")]
     page = admin_client.get(PAGE).content.decode()
     row = re.search(r'<tr data-model="tiny.en".*?</tr>', page, re.S).group(0)
@@ -423,7 +411,7 @@ def test_models_page_installs_from_its_form_and_shows_the_task(service, own_stor
     assert task.requested_by.username == "admin" and task.source == "package"
     page = admin_client.get(PAGE).content.decode()
     assert f'data-task="{task.pk}"' in page
-    wait_for(lambda: ModelTask.objects.get(pk=task.pk).is_final, 180, what="the install")
+    until(lambda: ModelTask.objects.get(pk=task.pk).is_final, "the install", 180, every=0.05)
     assert ModelTask.objects.get(pk=task.pk).status == "done"
     page = admin_client.get(PAGE).content.decode()
     assert 'data-busy="false"' in page and re.search(rf'data-task="{task.pk}" data-status="done"', page)

@@ -19,7 +19,7 @@ import requests
 from django.conf import settings
 
 from tests.browser import chromium, pages, screenshot, sideways  # noqa: F401
-from tests.conftest import JFK_REFERENCE, wer
+from tests.conftest import JFK_REFERENCE, until, wer
 from transcription import fetch, netguard
 from transcription.models import Job
 
@@ -96,6 +96,20 @@ def send_file(data: bytes, content_type: str | None, length: int | None = None, 
     return route
 
 
+def stall_after(server: "FileServer", sent: int, length: int):
+    """A route announcing an MP3 of `length` bytes that sends `sent` of them, then holds the
+    connection silent until the test ends (at most SLOW)."""
+    def route(h) -> None:
+        h.send_response(200)
+        h.send_header("Content-Type", "audio/mpeg")
+        h.send_header("Content-Length", str(length))
+        h.end_headers()
+        h.wfile.write(b"\xff" * sent)
+        h.wfile.flush()
+        server.release.wait(SLOW)
+    return route
+
+
 def redirect(location: str, status: int = 302):
     def route(h) -> None:
         h.send_response(status)
@@ -141,15 +155,6 @@ def transcribe(base_url: str, timeout: float = 600, **fields) -> requests.Respon
     """POST /transcribe as `curl -F url=…` does: a multipart form without a file."""
     data = {k: ("true" if v is True else "false" if v is False else str(v)) for k, v in {**MODEL, **fields}.items()}
     return requests.post(f"{base_url}/transcribe", files={k: (None, v) for k, v in data.items()}, timeout=timeout)
-
-
-def until(condition, what: str, timeout: float = 180.0):
-    deadline = time.monotonic() + timeout
-    while not (value := condition()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.1)
-    return value
 
 
 def final_job(base_url: str, job_id: str) -> dict:
@@ -317,16 +322,8 @@ def test_a_remote_error_names_the_host_and_its_status(service, server, nothing_l
 def test_a_content_length_over_the_cap_is_refused_before_the_body_is_read(service, server, settings, nothing_left):
     settings.MAX_UPLOAD_BYTES = 100_000
 
-    def announce_then_stall(h) -> None:  # a reader of the body would wait for the time-out
-        h.send_response(200)
-        h.send_header("Content-Type", "audio/mpeg")
-        h.send_header("Content-Length", "100001")
-        h.end_headers()
-        h.wfile.write(b"\xff" * 1000)
-        h.wfile.flush()
-        server.release.wait(SLOW)
-
-    server.routes["/big.mp3"] = announce_then_stall
+    # a reader of the body would wait for the time-out
+    server.routes["/big.mp3"] = stall_after(server, sent=1000, length=100_001)
     started = time.monotonic()
     refused(transcribe(service, url=server.url("/big.mp3"), timeout=60), 413, "larger than the 97.7 KB limit")
     assert time.monotonic() - started < settings.URL_FETCH_TIMEOUT_SECONDS / 2
@@ -360,16 +357,7 @@ def test_a_body_without_length_is_cut_off_once_it_passes_the_cap(service, server
 def test_a_server_that_stalls_is_given_up_after_the_timeout(service, server, settings, nothing_left):
     settings.URL_FETCH_TIMEOUT_SECONDS = 1.0
 
-    def stall(h) -> None:
-        h.send_response(200)
-        h.send_header("Content-Type", "audio/mpeg")
-        h.send_header("Content-Length", "50000")
-        h.end_headers()
-        h.wfile.write(b"\xff" * 10_000)
-        h.wfile.flush()
-        server.release.wait(SLOW)
-
-    server.routes["/stall.mp3"] = stall
+    server.routes["/stall.mp3"] = stall_after(server, sent=10_000, length=50_000)
     started = time.monotonic()
     refused(transcribe(service, url=server.url("/stall.mp3"), timeout=30), 422,
             "no answer from 127.0.0.1 within 1 s")

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from datetime import timedelta
 from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import pytest
 import requests
@@ -21,6 +20,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import override_settings
 from django.utils import timezone
 
+from tests.conftest import until
 from transcription import netguard, services, webhooks
 from transcription.models import Account, ApiToken, Batch, Job, WebhookDelivery
 from transcription.schemas import TranscribeOptions
@@ -107,19 +107,6 @@ def receivers():
 @pytest.fixture
 def receiver(receivers) -> Receiver:
     return receivers()
-
-
-def until(condition, what: str, timeout: float = 180.0):
-    """Wait for `condition()` to be truthy (polled), and return it; fail naming `what`, with the
-    worker's last log lines."""
-    deadline = time.monotonic() + timeout
-    while not (value := condition()):
-        if time.monotonic() > deadline:
-            log = Path(settings.DATA_DIR) / "worker.log"
-            tail = log.read_text(errors="replace")[-3000:] if log.exists() else ""
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}\n{tail}")
-        time.sleep(0.1)
-    return value
 
 
 def verify(received: Received, secret: str) -> None:
