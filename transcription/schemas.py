@@ -325,25 +325,10 @@ class ModelTaskOut(Schema):
         return getattr(task, "url", None)
 
     # The row's empty texts are null here, as for a job's error.
-    @staticmethod
-    def resolve_source(task) -> str | None:
-        return task.source or None
-
-    @staticmethod
-    def resolve_step(task) -> str | None:
-        return task.step or None
-
-    @staticmethod
-    def resolve_error(task) -> str | None:
-        return task.error or None
-
-    @staticmethod
-    def resolve_worker(task) -> str | None:
-        return task.worker or None
-
-    @staticmethod
-    def resolve_engine(task) -> str | None:
-        return task.engine or None
+    @field_validator("source", "step", "error", "worker", "engine", mode="before")
+    @classmethod
+    def _empty_is_null(cls, value: str | None) -> str | None:
+        return value or None
 
 
 class SpeakerNamesIn(Schema):
