@@ -220,7 +220,7 @@ class Download:
         return data
 
     def _too_slow(self) -> SendFailed:
-        return SendFailed(f"the download from {self.host} took longer than {self._max_seconds:g} s")
+        return _too_slow(self.host, self._max_seconds)
 
     def close(self) -> None:
         self._answer.close()
@@ -244,15 +244,13 @@ def open_stream(url: str, timeout: float, max_seconds: float, max_redirects: int
     for _hop in range(max_redirects + 1):
         target = _target(url)
         first_host = first_host or target.host
-        too_slow = SendFailed(f"the download from {first_host} took longer than {max_seconds:g} s")
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise too_slow
+        if deadline - time.monotonic() <= 0:
+            raise _too_slow(first_host, max_seconds)
         try:
             conn, sock, answer = _get(target, timeout, deadline)
         except SendFailed:
             if time.monotonic() >= deadline:
-                raise too_slow from None
+                raise _too_slow(first_host, max_seconds) from None
             raise
         download = Download(url, target.host, conn, sock, answer, timeout, deadline, max_seconds)
         location = answer.getheader("Location", "").strip()
@@ -265,6 +263,10 @@ def open_stream(url: str, timeout: float, max_seconds: float, max_redirects: int
             raise SendFailed(f"{target.host} answered {answer.status} {answer.reason}".rstrip())
         return download
     raise SendFailed(f"{first_host} redirected more than {max_redirects} times")
+
+
+def _too_slow(host: str, max_seconds: float) -> SendFailed:
+    return SendFailed(f"the download from {host} took longer than {max_seconds:g} s")
 
 
 def _get(target: Target, timeout: float, deadline: float):
