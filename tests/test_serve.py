@@ -158,9 +158,8 @@ def test_ctrl_c_mid_job_hands_it_back_exits_0_and_the_next_start_runs_it(tmp_pat
     again = start_serve(tmp_path, port)
     try:
         deadline = time.monotonic() + 600
-        while _row(tmp_path, job["job_id"])[0] != "done":
-            assert time.monotonic() < deadline and _row(tmp_path, job["job_id"])[0] in ("queued", "running"), \
-                again.log_tail()
+        while (status := _row(tmp_path, job["job_id"])[0]) != "done":  # one read: it may end in between
+            assert time.monotonic() < deadline and status in ("queued", "running"), (status, again.log_tail())
             time.sleep(0.5)
         assert _row(tmp_path, job["job_id"])[1] == 1
     finally:
